@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:  `make reproduce`  and  `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= mini
+DATASETS ?= fairgenmed
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export TORCH_HOME := $(CURDIR)/.cache/torch
+export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
+export HF_HOME := $(CURDIR)/.cache/huggingface
+export JUPYTER_DATA_DIR := $(CURDIR)/.cache/jupyter
+export IPYTHONDIR := $(CURDIR)/.cache/ipython
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: env reproduce test test-fast notebooks bench clean-runs
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -e . --no-deps
+	touch $@
+
+## The whole reproduction on the default (synthetic) data: every notebook, every figure.
+reproduce: env
+	$(BIN)/fairdiff reproduce --profile $(PROFILE) --datasets $(DATASETS)
+
+## Every test: unit tests, the multi-process run, and the notebooks under nbval (smoke profile).
+test: env
+	$(BIN)/python -m pytest -q tests
+
+test-fast: env
+	$(BIN)/python -m pytest -q tests -m "not slow and not multiprocess"
+
+## Regenerate the .ipynb twins from the reviewed py:percent sources.
+notebooks: env
+	$(BIN)/jupytext --sync notebooks/*.py
+
+bench: env
+	$(BIN)/python benchmarks/run_all.py
+
+clean-runs:
+	rm -rf runs reports

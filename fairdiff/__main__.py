@@ -1,0 +1,3 @@
+from fairdiff.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""The latent diffusion model: a tiny Stable-Diffusion-style pipeline built from configs, or a real one.
+
+Both are standard diffusers folders (``StableDiffusionPipeline.from_pretrained`` reads them), so
+the trainer, the sampler and a user's own scripts use one code path whatever the scale. With no
+pretrained weights on this machine, the tiny default gets a word-level tokenizer built from the
+schema's prompt vocabulary, a frozen randomly initialised CLIP text encoder (a fixed random
+embedding of the prompt, which the UNet learns to read) and a VAE trained here on the training
+images before any diffusion model sees them.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fairdiff.schema import Schema
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+# Stable Diffusion 2.1's noise schedule (method.md section 1).
+SD_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                   beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def schema_prompts(schema: Schema) -> list[str]:
+    """Every prompt the schema can produce (unknown attributes included): the tokenizer's corpus."""
+    attr_ids = [range(-1, a.n_groups) for a in schema.attributes]
+    label_ids = [range(lab.n_classes) for lab in schema.labels]
+    names = schema.attribute_names + schema.label_names
+    return [schema.prompt(**dict(zip(names, combo))) for combo in itertools.product(*attr_ids, *label_ids)]
+
+
+def build_tokenizer(schema: Schema):
+    """A word-level tokenizer over the schema's vocabulary, padded to the longest prompt."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    prompts = schema_prompts(schema)
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.train_from_iterator(prompts, trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]",
+        special_tokens=[("[BOS]", tok.token_to_id("[BOS]")), ("[EOS]", tok.token_to_id("[EOS]"))])
+    longest = max(len(tok.encode(p).ids) for p in prompts)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]",
+                                   pad_token="[PAD]", unk_token="[UNK]", model_max_length=longest)
+
+
+def build_tiny_pipeline(model_cfg: dict, schema: Schema, resolution: int, seed: int = 0):
+    """A Stable-Diffusion-style pipeline with tiny components built from ``model_cfg`` (untrained)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(schema)
+    t = model_cfg["text"]
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
+        hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],
+        num_hidden_layers=t["num_hidden_layers"], num_attention_heads=t["num_attention_heads"],
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id))
+    v = model_cfg["vae"]
+    n_vae = len(v["block_out_channels"])
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n_vae,
+                        up_block_types=("UpDecoderBlock2D",) * n_vae,
+                        block_out_channels=tuple(v["block_out_channels"]), latent_channels=v["latent_channels"],
+                        layers_per_block=v["layers_per_block"], norm_num_groups=v["norm_num_groups"],
+                        sample_size=resolution)
+    u = model_cfg["unet"]
+    n_unet = len(u["block_out_channels"])
+    down = ("CrossAttnDownBlock2D",) * (n_unet - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n_unet - 1)
+    unet = UNet2DConditionModel(sample_size=resolution // 2 ** (n_vae - 1), in_channels=v["latent_channels"],
+                                out_channels=v["latent_channels"], layers_per_block=u["layers_per_block"],
+                                block_out_channels=tuple(u["block_out_channels"]), down_block_types=down,
+                                up_block_types=up, cross_attention_dim=t["hidden_size"],
+                                attention_head_dim=u["attention_head_dim"], norm_num_groups=u["norm_num_groups"])
+    scheduler = DDIMScheduler(prediction_type=model_cfg["prediction_type"], **SD_SCHEDULE)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_pipeline(path_or_id: str | Path, unet: str = "raw", device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32):
+    """Load a diffusers Stable Diffusion folder (ours or a real one) with the raw or EMA UNet."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    if unet not in ("raw", "ema"):
+        raise ValueError(f"unet must be 'raw' or 'ema', got {unet!r}")
+    pipe = StableDiffusionPipeline.from_pretrained(str(path_or_id), safety_checker=None,
+                                                   requires_safety_checker=False, torch_dtype=dtype)
+    if unet == "ema":
+        ema_dir = Path(path_or_id) / "unet_ema"
+        if not ema_dir.is_dir():
+            raise FileNotFoundError(f"{ema_dir}: no EMA UNet in this pipeline folder (train with ema: true)")
+        pipe.unet = UNet2DConditionModel.from_pretrained(ema_dir, torch_dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.eval()
+    return pipe.to(device)
+
+
+def train_vae(vae, images: torch.Tensor, steps: int, batch_size: int, lr: float, kl_weight: float,
+              seed: int = 0, progress: bool = True) -> list[float]:
+    """Fit the VAE on images in [-1, 1] (MSE + small KL, as a stand-in for SD's pretrained VAE).
+
+    Also sets ``scaling_factor`` so that latents have unit variance, as SD's 0.18215 does for its VAE.
+    Returns the loss per step."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    vae.train()
+    losses = []
+    bar = tqdm(range(steps), desc="vae", disable=not progress, mininterval=1.0)
+    for _ in bar:
+        idx = torch.randint(len(images), (batch_size,), generator=gen)
+        x = images[idx]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        loss = F.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    vae.eval()
+    with torch.no_grad():
+        sample = images[torch.randperm(len(images), generator=gen)[:256]]
+        std = vae.encode(sample).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
+    return losses
+
+
+@torch.no_grad()
+def encode_images(vae, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every image: the frozen VAE's part of every training step, done once."""
+    vae.eval()
+    means, stds = [], []
+    for start in range(0, len(images), batch_size):
+        dist = vae.encode(images[start:start + batch_size]).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Last hidden states of the frozen text encoder, as SD conditions its UNet."""
+    text_encoder.eval()
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        ids = tokenizer(prompts[start:start + batch_size], padding="max_length", truncation=True,
+                        max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        out.append(text_encoder(ids.to(text_encoder.device))[0])
+    return torch.cat(out)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+

@@ -1,0 +1,332 @@
+"""Fine-tuning the UNet of a latent diffusion model, with the loss weighting a method asks for.
+
+One loop serves every method (method.md section 2): ``baseline`` (plain mean), ``random``
+(perturbation with every sigma at 1), ``fairbo`` (Fair Bayesian Perturbation), ``reweight``
+(inverse group frequency) and ``resample`` (group-balanced batches). It runs as a plain process or
+under ``accelerate launch`` on several processes: the unweighted losses and groups are gathered,
+the Bayesian optimisation runs on the main process and sigma is broadcast, so every process uses
+the same sigma at every step (the authors' code lets ranks drift apart).
+
+The data order, the noise and the perturbations are functions of (seed, step, rank), and every
+piece of state lives in the checkpoint, so ``resume="latest"`` continues exactly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fairdiff import config as config_mod
+from fairdiff import io
+from fairdiff.fairness import FairBayesianPerturbation, balanced_sampling_weights, group_gap, group_means, reweight_weights
+from fairdiff.prepare import TrainingCache, training_cache
+from fairdiff.runs import METHODS
+from fairdiff.schema import get_schema
+
+CHECKPOINT_PREFIX = "step-"
+
+
+def _seeded(*parts: int) -> torch.Generator:
+    """A generator whose state depends only on ``parts``: order-free, resume-proof randomness."""
+    seed = 0
+    for p in parts:
+        seed = (seed * 1_000_003 + int(p)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class BatchOrder:
+    """Which training records the k-th global micro-batch holds; a pure function of (seed, k).
+
+    Uniform methods walk seeded per-epoch permutations; ``resample`` draws with replacement from
+    the group-balanced distribution."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, probs: torch.Tensor | None = None):
+        self.n, self.global_batch, self.seed, self.probs = n, global_batch, seed, probs
+
+    @lru_cache(maxsize=4)
+    def _perm(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=_seeded(self.seed, 1, epoch))
+
+    def __call__(self, k: int) -> torch.Tensor:
+        if self.probs is not None:
+            return torch.multinomial(self.probs, self.global_batch, replacement=True, generator=_seeded(self.seed, 2, k))
+        out, pos = [], k * self.global_batch
+        while sum(len(o) for o in out) < self.global_batch:
+            epoch, offset = divmod(pos, self.n)
+            take = min(self.global_batch - sum(len(o) for o in out), self.n - offset)
+            out.append(self._perm(epoch)[offset:offset + take])
+            pos += take
+        return torch.cat(out)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+    bo_trace: list[dict] = field(default_factory=list)
+
+
+def _group_columns(schema) -> list[str]:
+    return [f"{a.name}={g}" for a in schema.attributes for g in a.groups]
+
+
+def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str | Path,
+          resume: str | None = None, max_steps: int | None = None, progress: bool = True) -> Path:
+    """Train ``method`` from the pipeline at ``base``; writes the run directory and returns it.
+
+    ``max_steps`` stops early (the schedule still targets ``train.steps``): used to test resume."""
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers.training_utils import EMAModel
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    tc, schema = cfg["train"], get_schema(cfg["dataset"])
+    out_dir = Path(out_dir)
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc["mixed_precision"],
+                      gradient_accumulation_steps=tc["gradient_accumulation_steps"])
+    rank, world = acc.process_index, acc.num_processes
+    if acc.is_main_process:
+        _claim_run_dir(out_dir, resume)
+    acc.wait_for_everyone()
+
+    # Cache built once by the main process; the others wait and read it.
+    if acc.is_main_process:
+        cache = training_cache(cfg, base, cache_dir, progress=progress)
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        cache = training_cache(cfg, base, cache_dir, progress=False)
+
+    torch.manual_seed(cfg["seed"])  # identical initial weights on every rank and for every method
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+    noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+    if tc["gradient_checkpointing"]:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    ema = EMAModel(unet.parameters(), decay=tc["ema_decay"], model_cls=UNet2DConditionModel,
+                   model_config=unet.config) if tc["ema"] else None
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=tc["lr"], betas=(0.9, 0.999),
+                                  weight_decay=tc["adam_weight_decay"], eps=1e-8)
+    unet, optimizer = acc.prepare(unet, optimizer)
+    if ema is not None:
+        ema.to(acc.device)
+
+    fbp = _make_perturbation(cfg, method, rank)
+    static_w = reweight_weights(cache.groups, schema.n_groups) if method == "reweight" else None
+    probs = balanced_sampling_weights(cache.groups, schema.n_groups) if method == "resample" else None
+    order = BatchOrder(len(cache.ids), tc["batch_size"] * world, cfg["seed"], probs)
+    state = TrainState()
+    if resume:
+        ckpt = latest_checkpoint(out_dir) if resume == "latest" else Path(resume)
+        if ckpt is not None:
+            state = _load_checkpoint(ckpt, acc, unet, optimizer, ema, fbp, rank)
+    else:
+        torch.manual_seed(cfg["seed"] * 1000 + rank)  # per-rank noise stream
+    if acc.is_main_process:
+        io.write_text(out_dir / "config.yaml", config_mod.dump(cfg | {"method": method, "base": base}))
+
+    total = tc["steps"] if max_steps is None else min(max_steps, tc["steps"])
+    accum = tc["gradient_accumulation_steps"]
+    group_cols = _group_columns(schema)
+    bar = tqdm(total=total, initial=state.step, desc=method, disable=not (progress and acc.is_main_process),
+               mininterval=1.0)
+    t0, steps_timed = time.perf_counter(), 0
+    while state.step < total:
+        sigma_used = fbp.sigma.clone() if fbp is not None else None
+        gathered_l, gathered_g, weighted = [], [], []
+        for micro in range(accum):
+            idx = order(state.step * accum + micro)[rank * tc["batch_size"]:(rank + 1) * tc["batch_size"]]
+            with acc.accumulate(unet):
+                per_sample, groups = _per_sample_loss(unet, noise_scheduler, cache, idx, tc["uncond_prob"], acc.device)
+                if fbp is not None:
+                    w = fbp.weights(groups).to(per_sample)
+                elif static_w is not None:
+                    w = static_w[idx].to(per_sample)
+                else:
+                    w = torch.ones_like(per_sample)
+                loss = (w * per_sample).mean()
+                acc.backward(loss)
+                if acc.sync_gradients and tc["max_grad_norm"]:
+                    acc.clip_grad_norm_(unet.parameters(), tc["max_grad_norm"])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            gathered_l.append(acc.gather(per_sample.detach().float()).cpu())
+            gathered_g.append(acc.gather(groups.to(acc.device)).cpu())
+            weighted.append(acc.gather(loss.detach().float().reshape(1)).cpu())
+        losses, groups_all = torch.cat(gathered_l), torch.cat(gathered_g)
+        record = None
+        if method == "fairbo":
+            if acc.is_main_process:
+                record = fbp.update(losses, groups_all)
+            fbp.sigma = broadcast(fbp.sigma.to(acc.device)).cpu()
+        if ema is not None:
+            ema.step(acc.unwrap_model(unet).parameters())
+        state.step += 1
+        steps_timed += 1
+        if acc.is_main_process:
+            row = _metrics_row(state.step, losses, groups_all, torch.cat(weighted), schema, group_cols, sigma_used)
+            state.metrics.append(row)
+            if record is not None and record.get("bo"):
+                state.bo_trace.append(_bo_row(state.step, record["bo"], group_cols))
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", its=f"{steps_timed / (time.perf_counter() - t0):.1f}",
+                            refresh=False)
+        if state.step % tc["checkpoint_every"] == 0 or state.step == total:
+            _save_checkpoint(out_dir, state, acc, unet, optimizer, ema, fbp, rank, tc["keep_checkpoints"])
+    bar.close()
+    if acc.is_main_process and state.step >= tc["steps"]:
+        _save_final(out_dir, base, acc.unwrap_model(unet), ema)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return out_dir
+
+
+def _make_perturbation(cfg: dict, method: str, rank: int) -> FairBayesianPerturbation | None:
+    if method not in ("random", "fairbo"):
+        return None
+    f = cfg["fbp"]
+    return FairBayesianPerturbation(get_schema(cfg["dataset"]).n_groups, window=f["window"],
+                                    exploitation=f["exploitation"], beta=f["beta"], clamp=f["clamp"],
+                                    seed=cfg["seed"], bo=(method == "fairbo"), rank=rank)
+
+
+def _per_sample_loss(unet, noise_scheduler, cache: TrainingCache, idx: torch.Tensor, uncond_prob: float, device):
+    """l_i = mean over (C, H, W) of (prediction - target)^2 in fp32 (method.md section 1)."""
+    mean, std = cache.latent_mean[idx], cache.latent_std[idx]
+    latents = (mean + std * torch.randn_like(mean)) * cache.scaling_factor
+    text_rows = cache.prompt_index[idx].clone()
+    if uncond_prob > 0:
+        text_rows[torch.rand(len(idx)) < uncond_prob] = cache.uncond_index
+    hidden = cache.text[text_rows]
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), dtype=torch.long)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, t)
+    elif noise_scheduler.config.prediction_type == "epsilon":
+        target = noise
+    else:
+        raise ValueError(f"unsupported prediction_type {noise_scheduler.config.prediction_type!r}")
+    pred = unet(noisy.to(device), t.to(device), hidden.to(device)).sample
+    per_sample = F.mse_loss(pred.float(), target.to(device).float(), reduction="none").mean(dim=(1, 2, 3))
+    return per_sample, cache.groups[idx].to(device)
+
+
+def _metrics_row(step, losses, groups, weighted, schema, group_cols, sigma_used) -> dict:
+    row = {"step": step, "loss": float(weighted.mean()), "loss_unweighted": float(losses.mean()),
+           "gap": group_gap(losses, groups, schema.n_groups)}
+    row["y"] = -row["gap"]
+    means = torch.cat([m for m in group_means(losses, groups, schema.n_groups)])
+    row.update({f"loss[{c}]": float(v) for c, v in zip(group_cols, means)})
+    if sigma_used is not None:
+        row.update({f"sigma[{c}]": float(v) for c, v in zip(group_cols, sigma_used)})
+    return row
+
+
+def _bo_row(step: int, bo: dict, group_cols) -> dict:
+    row = {"step": step, "acq_value": bo.get("acq_value"), "window_mean_y": bo.get("window_mean_y"),
+           "n_points": bo.get("n_points"), "skipped": bo.get("skipped", "")}
+    cand = bo.get("candidate")
+    if cand is not None:
+        row.update({f"candidate[{c}]": float(v) for c, v in zip(group_cols, torch.as_tensor(cand).flatten())})
+    return row
+
+
+# ---------------------------------------------------------------- run directory and checkpoints
+
+def _claim_run_dir(out_dir: Path, resume: str | None) -> None:
+    """Refuse to train into a folder that holds something other than a run of ours, or a finished
+    run, unless resuming: never overwrite what we did not create."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return
+    ours = (out_dir / "config.yaml").is_file() or (out_dir / "checkpoints").is_dir()
+    if not ours:
+        raise FileExistsError(f"{out_dir}: not empty and not a fairdiff run; choose another --out")
+    if resume is None:
+        raise FileExistsError(f"{out_dir}: already holds a run; pass --resume latest to continue it, "
+                              "or delete the folder to start again")
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (incomplete ones only ever exist under a temporary name)."""
+    ckpts = sorted((Path(out_dir) / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"),
+                   key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    return ckpts[-1] if ckpts else None
+
+
+def _save_checkpoint(out_dir, state, acc, unet, optimizer, ema, fbp, rank, keep) -> None:
+    """Every rank writes its own RNG and perturbation state into a temporary folder; the main process
+    adds the model, optimiser, EMA and logs, then renames the folder: a checkpoint is complete or absent."""
+    ckpt_root = out_dir / "checkpoints"
+    final = ckpt_root / f"{CHECKPOINT_PREFIX}{state.step:07d}"
+    tmp = ckpt_root / f".tmp-{final.name}"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    torch.save({"torch_rng": torch.get_rng_state(), "fbp": fbp.state_dict() if fbp is not None else {}},
+               tmp / f"rank{rank}.pt")
+    if acc.is_main_process:
+        torch.save({"unet": acc.unwrap_model(unet).state_dict(), "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else {}}, tmp / "model.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": state.step, "world_size": acc.num_processes}))
+        pd.DataFrame(state.metrics).to_csv(tmp / "metrics.csv", index=False)
+        pd.DataFrame(state.bo_trace).to_csv(tmp / "bo_trace.csv", index=False)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted(ckpt_root.glob(f"{CHECKPOINT_PREFIX}*"))[:-keep]:
+            shutil.rmtree(old)
+        _write_logs(out_dir, state)
+    acc.wait_for_everyone()
+
+
+def _load_checkpoint(ckpt: Path, acc, unet, optimizer, ema, fbp, rank) -> TrainState:
+    meta = json.loads((ckpt / "state.json").read_text())
+    if meta["world_size"] != acc.num_processes:
+        raise ValueError(f"{ckpt}: saved with {meta['world_size']} processes; resume with the same number")
+    model = torch.load(ckpt / "model.pt", weights_only=True)
+    acc.unwrap_model(unet).load_state_dict(model["unet"])
+    optimizer.load_state_dict(model["optimizer"])
+    if ema is not None:
+        ema.load_state_dict(model["ema"])
+    mine = torch.load(ckpt / f"rank{rank}.pt", weights_only=True)
+    torch.set_rng_state(mine["torch_rng"])
+    if fbp is not None:
+        fbp.load_state_dict(mine["fbp"])
+    metrics = pd.read_csv(ckpt / "metrics.csv").to_dict("records") if (ckpt / "metrics.csv").stat().st_size > 1 else []
+    bo = pd.read_csv(ckpt / "bo_trace.csv").to_dict("records") if (ckpt / "bo_trace.csv").stat().st_size > 1 else []
+    return TrainState(step=meta["step"], metrics=metrics, bo_trace=bo)
+
+
+def _write_logs(out_dir: Path, state: TrainState) -> None:
+    io.write_csv(out_dir / "metrics.csv", pd.DataFrame(state.metrics))
+    io.write_csv(out_dir / "bo_trace.csv", pd.DataFrame(state.bo_trace))
+
+
+def _save_final(out_dir: Path, base: str, unet, ema) -> None:
+    """The trained pipeline as a stock diffusers folder: ``unet`` holds the raw weights (what
+    ``StableDiffusionPipeline.from_pretrained`` loads), ``unet_ema`` the EMA weights."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
+    pipe.unet = unet
+    with io.atomic_dir(out_dir / "final") as tmp:
+        pipe.save_pretrained(tmp)
+        if ema is not None:
+            ema_unet = type(unet).from_config(unet.config)
+            ema.copy_to(ema_unet.parameters())
+            ema_unet.save_pretrained(tmp / "unet_ema")

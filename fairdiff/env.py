@@ -25,3 +25,4 @@ def setup() -> None:
     # transformers announces at import that torchvision is absent (we do not need it).
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -18,6 +18,17 @@ from tqdm.auto import tqdm
 
 from fairdiff.schema import Schema
 
+
+
+def quiet_hf() -> None:
+    """Silence the per-component loading and saving bars of diffusers and transformers."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
 # Stable Diffusion 2.1's noise schedule (method.md section 1).
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
@@ -55,6 +66,7 @@ def build_tiny_pipeline(model_cfg: dict, schema: Schema, resolution: int, seed: 
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    quiet_hf()
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(schema)
     t = model_cfg["text"]
@@ -95,13 +107,14 @@ def load_pipeline(path_or_id: str | Path, unet: str = "raw", device: str | torch
 
     if unet not in ("raw", "ema"):
         raise ValueError(f"unet must be 'raw' or 'ema', got {unet!r}")
+    quiet_hf()
     pipe = StableDiffusionPipeline.from_pretrained(str(path_or_id), safety_checker=None,
-                                                   requires_safety_checker=False, torch_dtype=dtype)
+                                                   requires_safety_checker=False, dtype=dtype)
     if unet == "ema":
         ema_dir = Path(path_or_id) / "unet_ema"
         if not ema_dir.is_dir():
             raise FileNotFoundError(f"{ema_dir}: no EMA UNet in this pipeline folder (train with ema: true)")
-        pipe.unet = UNet2DConditionModel.from_pretrained(ema_dir, torch_dtype=dtype)
+        pipe.unet = UNet2DConditionModel.from_pretrained(ema_dir, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.eval()

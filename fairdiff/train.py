@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from fairdiff import config as config_mod
 from fairdiff import io
 from fairdiff.fairness import FairBayesianPerturbation, balanced_sampling_weights, group_gap, group_means, reweight_weights
+from fairdiff.models import quiet_hf
 from fairdiff.prepare import TrainingCache, training_cache
 from fairdiff.runs import METHODS
 from fairdiff.schema import get_schema
@@ -80,10 +81,14 @@ def _group_columns(schema) -> list[str]:
 
 
 def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str | Path,
-          resume: str | None = None, max_steps: int | None = None, progress: bool = True) -> Path:
+          resume: str | None = None, max_steps: int | None = None, progress: bool = True,
+          on_step=None) -> Path:
     """Train ``method`` from the pipeline at ``base``; writes the run directory and returns it.
 
-    ``max_steps`` stops early (the schedule still targets ``train.steps``): used to test resume."""
+    ``max_steps`` stops early (the schedule still targets ``train.steps``): used to test resume.
+    ``on_step(info)``, if given, is called on every process after every step with the step, rank,
+    world size, the sigma used, and the local and gathered batch sizes (tests use it to check
+    that processes really communicate)."""
     from accelerate import Accelerator
     from accelerate.utils import broadcast
     from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -91,6 +96,7 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    quiet_hf()
     tc, schema = cfg["train"], get_schema(cfg["dataset"])
     out_dir = Path(out_dir)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc["mixed_precision"],
@@ -173,6 +179,10 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
             ema.step(acc.unwrap_model(unet).parameters())
         state.step += 1
         steps_timed += 1
+        if on_step is not None:
+            on_step({"step": state.step, "rank": rank, "world": world, "local_batch": tc["batch_size"] * accum,
+                     "gathered_batch": len(losses), "sigma_used": None if sigma_used is None else sigma_used.tolist(),
+                     "sigma_next": None if fbp is None else fbp.sigma.tolist()})
         if acc.is_main_process:
             row = _metrics_row(state.step, losses, groups_all, torch.cat(weighted), schema, group_cols, sigma_used)
             state.metrics.append(row)

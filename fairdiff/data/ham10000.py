@@ -1,0 +1,278 @@
+"""HAM10000 (dermoscopy) loader: the official release or the paper's preprocessed split.
+
+Two on-disk layouts are read (``layout="auto"`` picks the preprocessed split when its CSVs exist,
+since that is what the paper used, and the official metadata otherwise):
+
+``official`` -- the Harvard Dataverse / ISIC / Kaggle release::
+
+    <root>/HAM10000_metadata.csv   lesion_id, image_id, dx, dx_type, age, sex, localization
+    <root>/HAM10000_images_part_1/<image_id>.jpg   (and _part_2; any letter case; also a merged
+                                                    HAM10000_images/ folder as MEDFAIR makes)
+
+  Labels: malignant = dx in {mel, akiec} (bcc counts as benign, as in MEDFAIR and the paper);
+  age group 1 when age >= 60 (a blank age is unknown, -1); sex male/female, ``unknown`` or
+  blank -> -1. The split is made here, at LESION level (all photographs of one lesion share a
+  split), seeded: see :func:`split_by_group`.
+
+``preprocessed`` -- MEDFAIR-style split CSVs (``new_train.csv``, ``new_val.csv``,
+  ``new_test.csv``, or ``train.csv`` / ``val.csv`` / ``test.csv``; in ``<root>`` or
+  ``<root>/split``; val is optional because the FairDiffusion authors had train and test only).
+  Columns are read BY NAME: image path ``Path``, binary age ``Age_binary``, sex ``Sex``
+  (M/F or male/female), label ``binaryLabel``; ``image_id``, ``lesion_id``, ``dx`` and ``age`` are
+  kept when present. Only if a CSV has none of a field's names and at least 14 columns does the
+  loader fall back to the positions the authors' code reads (9 path, 11 binary age, 12 sex,
+  13 label, counting the unnamed index column), with a warning. The binary age is taken as
+  written: MEDFAIR's files put age 60 in group 0 (their rule is "> 60"), so the two layouts can
+  differ for patients aged exactly 60. Images are looked up at ``<root>/<Path>`` and, failing
+  that, by file name in the official image folders. Pickled image caches are never read.
+
+The loader never writes into ``root``."""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from fairdiff.data.common import check_image, find_file, map_vocab, read_csv, require_dir
+from fairdiff.errors import DataError, Rejections
+from fairdiff.schema import HAM10000, SPLITS, Schema
+
+METADATA_FILE = "HAM10000_metadata.csv"
+IMAGE_DIR_PATTERN = re.compile(r"^ham10000_images(_part_[12])?$", re.IGNORECASE)
+DX_VOCAB = {dx: i for i, dx in enumerate(("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"))}
+MALIGNANT_DX = frozenset({"mel", "akiec"})
+SEX_VOCAB = {"male": 0, "m": 0, "female": 1, "f": 1, "unknown": -1, "": -1}
+BINARY_VOCAB = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+AGE_THRESHOLD = 60
+
+PREPROCESSED_NAMES = ({"train": "new_train.csv", "val": "new_val.csv", "test": "new_test.csv"},
+                      {"train": "train.csv", "val": "val.csv", "test": "test.csv"})
+PREPROCESSED_COLUMNS = {  # field -> (names, position in the authors' CSV)
+    "path": (("Path", "path", "image_path"), 9),
+    "age_binary": (("Age_binary", "age_binary"), 11),
+    "sex": (("Sex", "sex"), 12),
+    "label": (("binaryLabel", "binary_label"), 13),
+}
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def split_by_group(groups: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
+    """Assign each item to train / val / test so that items of one group share a split.
+
+    The sorted unique groups are permuted with ``default_rng(seed)`` and cut at the cumulative
+    ``fractions`` (rounded to whole groups), so the result depends only on the set of groups and
+    the seed, never on row order."""
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1; got {fractions.tolist()}")
+    groups = np.asarray(groups, dtype=str)
+    unique = np.unique(groups)
+    order = np.random.default_rng(seed).permutation(unique.size)
+    cuts = np.round(np.cumsum(fractions)[:2] * unique.size).astype(int)
+    split_of = np.empty(unique.size, dtype=object)
+    split_of[order[:cuts[0]]] = "train"
+    split_of[order[cuts[0]:cuts[1]]] = "val"
+    split_of[order[cuts[1]:]] = "test"
+    return split_of[np.searchsorted(unique, groups)] if groups.size else np.empty(0, dtype=object)
+
+
+def finish_frame(rows: list[dict], schema: Schema, rejections: Rejections, root: Path,
+                 extras: Sequence[str], **attrs) -> pd.DataFrame:
+    """Build a loader's DataFrame: schema columns in their conventional order, prompts, attrs.
+
+    Rows hold ``id``, ``split``, ``image_path``, one id per attribute and label, and ``extras``;
+    other keys (bookkeeping such as the source file) are dropped.
+    Sorted by split (train, val, test) then id, so the order never depends on the file system."""
+    columns = ["id", "split", "image_path", *schema.attribute_names, *schema.label_names]
+    frame = pd.DataFrame(rows, columns=[*columns, *extras])
+    for col in (*schema.attribute_names, *schema.label_names):
+        frame[col] = frame[col].astype("int64")
+    frame.insert(3, "prompt", [schema.prompt(**ids) for ids in
+                               frame[[*schema.attribute_names, *schema.label_names]].to_dict("records")])
+    frame["split"] = pd.Categorical(frame["split"], categories=list(SPLITS), ordered=True)
+    frame = frame.sort_values(["split", "id"], kind="stable").reset_index(drop=True)
+    frame["split"] = frame["split"].astype(str)
+    frame.attrs.update(schema=schema.name, root=str(root), rejections=rejections.frame(),
+                       unknown={a: int((frame[a] == -1).sum()) for a in schema.attribute_names}, **attrs)
+    return frame
+
+
+def find_duplicates(ids: Sequence[str]) -> set[str]:
+    """The ids that occur more than once."""
+    seen, dup = set(), set()
+    for i in ids:
+        (dup if i in seen else seen).add(i)
+    return dup
+
+
+def keep_readable(rows: list[dict], rejections: Rejections) -> list[dict]:
+    """The rows whose ``image_path`` is an image PIL can identify (header only); the rest rejected."""
+    kept = []
+    for row in rows:
+        try:
+            check_image(Path(row["image_path"]))
+            kept.append(row)
+        except DataError as err:
+            rejections.add(row["id"], err)
+    return kept
+
+
+# ----------------------------------------------------------------------------- loader
+def load_ham10000(root: str | Path, *, strict: bool = False, split_seed: int = 0,
+                  split_fractions: Sequence[float] = (0.7, 0.1, 0.2), layout: str = "auto",
+                  check_images: bool = True) -> pd.DataFrame:
+    """Load HAM10000 as one row per image (columns per :mod:`fairdiff.schema`).
+
+    Columns: id (image_id), split, image_path, prompt, sex, age, malignant, then lesion_id, dx,
+    age_years (NaN when blank). ``layout``: ``auto`` | ``official`` | ``preprocessed``.
+    ``split_seed`` and ``split_fractions`` apply to the official layout only (the preprocessed
+    split is fixed by its files). A bad row is skipped and listed in ``attrs["rejections"]``
+    (``strict=True`` raises instead); folder-level problems always raise a DataError.
+    ``check_images`` opens each image header (fast); turn it off only for trusted copies."""
+    root = require_dir(root, "the HAM10000 root")
+    if layout not in ("auto", "official", "preprocessed"):
+        raise ValueError(f"layout must be 'auto', 'official' or 'preprocessed'; got {layout!r}")
+    split_files = _find_split_files(root) if layout != "official" else None
+    if layout == "preprocessed" and split_files is None:
+        raise DataError(root, None, "preprocessed split CSVs (new_train.csv + new_test.csv, or train.csv + test.csv, "
+                        "in the root or split/)", "none found")
+    images = _index_images(root, required=split_files is None)
+    rejections = Rejections(strict)
+    if split_files is None:
+        rows = _read_official(root, images, rejections, split_seed, split_fractions)
+        chosen = "official"
+    else:
+        rows = _read_preprocessed(root, split_files, images, rejections)
+        chosen = "preprocessed"
+    rows = _drop_duplicates(rows, rejections)
+    if check_images:
+        rows = keep_readable(rows, rejections)
+    return finish_frame(rows, HAM10000, rejections, root, extras=("lesion_id", "dx", "age_years"), layout=chosen)
+
+
+def _index_images(root: Path, required: bool) -> dict[str, Path]:
+    """image_id -> path over the official image folders (one listing each; sorted, first wins)."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and IMAGE_DIR_PATTERN.match(p.name))
+    if required and not folders:
+        raise DataError(root, "HAM10000_images_part_1", "an image folder HAM10000_images_part_1 / _part_2 "
+                        "(or HAM10000_images)", "missing")
+    index: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                index.setdefault(path.stem, path)
+    return index
+
+
+def _read_official(root: Path, images: dict[str, Path], rejections: Rejections, seed: int,
+                   fractions: Sequence[float]) -> list[dict]:
+    meta_path = find_file(root, [METADATA_FILE, METADATA_FILE.lower()])
+    meta = read_csv(meta_path, required=("lesion_id", "image_id", "dx", "age", "sex"))
+    rows = []
+    for rec in meta.to_dict("records"):
+        image_id = rec["image_id"].strip()
+        try:
+            if not image_id:
+                raise DataError(meta_path, "image_id", "a non-empty image id", rec["image_id"])
+            lesion = rec["lesion_id"].strip()
+            if not lesion:
+                raise DataError(meta_path, "lesion_id", f"a lesion id for image {image_id}", rec["lesion_id"])
+            dx = rec["dx"].strip().lower()
+            map_vocab(dx, DX_VOCAB, meta_path, "dx")
+            age_years = _parse_age(rec["age"], meta_path)
+            if image_id not in images:
+                raise DataError(meta_path, "image_id", f"an image {image_id}.jpg in HAM10000_images_part_1 or _part_2",
+                                "missing")
+            rows.append(dict(id=image_id, _file=meta_path, image_path=str(images[image_id].resolve()),
+                             sex=map_vocab(rec["sex"], SEX_VOCAB, meta_path, "sex"),
+                             age=-1 if np.isnan(age_years) else int(age_years >= AGE_THRESHOLD),
+                             malignant=int(dx in MALIGNANT_DX), lesion_id=lesion, dx=dx, age_years=age_years))
+        except DataError as err:
+            rejections.add(image_id, err)
+    splits = split_by_group([r["lesion_id"] for r in rows], fractions, seed)
+    for row, split in zip(rows, splits):
+        row["split"] = split
+    return rows
+
+
+def _parse_age(value: str, file: Path) -> float:
+    """Age in years; blank -> NaN (unknown); anything else non-numeric or outside 0..120 is an error."""
+    text = str(value).strip()
+    if text == "" or text.lower() in ("nan", "unknown"):
+        return float("nan")
+    try:
+        age = float(text)
+    except ValueError:
+        raise DataError(file, "age", "an age in years (0-120) or blank", value) from None
+    if not 0 <= age <= 120:
+        raise DataError(file, "age", "an age in years (0-120) or blank", value)
+    return age
+
+
+def _find_split_files(root: Path) -> dict[str, Path] | None:
+    """The preprocessed split CSVs, or None when the folder has no (train + test) pair."""
+    for sub in ("", "split"):
+        for names in PREPROCESSED_NAMES:
+            folder = root / sub if sub else root
+            found = {split: folder / name for split, name in names.items() if (folder / name).is_file()}
+            if "train" in found and "test" in found:
+                return found
+    return None
+
+
+def _resolve_columns(frame: pd.DataFrame, file: Path) -> dict[str, str]:
+    """Column name per field: by name first, by the authors' positions only as a fallback."""
+    chosen, by_position = {}, []
+    for field, (names, position) in PREPROCESSED_COLUMNS.items():
+        name = next((n for n in names if n in frame.columns), None)
+        if name is None:
+            if frame.shape[1] <= 13:
+                raise DataError(file, " | ".join(names), f"a column named one of {list(names)}",
+                                f"columns {list(frame.columns)}")
+            name = frame.columns[position]
+            by_position.append(f"{field} from column {position} ({name!r})")
+        chosen[field] = name
+    if by_position:
+        warnings.warn(f"{file}: expected columns not found by name; reading " + ", ".join(by_position)
+                      + " as the FairDiffusion code does", stacklevel=3)
+    return chosen
+
+
+def _read_preprocessed(root: Path, files: dict[str, Path], images: dict[str, Path],
+                       rejections: Rejections) -> list[dict]:
+    rows = []
+    for split, path in files.items():
+        frame = read_csv(path)
+        cols = _resolve_columns(frame, path)
+        for rec in frame.to_dict("records"):
+            rel = rec[cols["path"]].strip()
+            image_id = rec.get("image_id", "").strip() or Path(rel).stem
+            try:
+                if not rel:
+                    raise DataError(path, cols["path"], "a relative image path", rec[cols["path"]])
+                image = root / rel
+                if not image.is_file():
+                    image = images.get(Path(rel).stem, image)
+                age_years = _parse_age(rec["age"], path) if "age" in frame.columns else float("nan")
+                rows.append(dict(id=image_id, _file=path, split=split, image_path=str(image.resolve()),
+                                 sex=map_vocab(rec[cols["sex"]], SEX_VOCAB, path, cols["sex"]),
+                                 age=map_vocab(rec[cols["age_binary"]], BINARY_VOCAB, path, cols["age_binary"]),
+                                 malignant=map_vocab(rec[cols["label"]], BINARY_VOCAB, path, cols["label"]),
+                                 lesion_id=rec.get("lesion_id", "").strip() or image_id,
+                                 dx=rec.get("dx", "").strip().lower(), age_years=age_years))
+            except DataError as err:
+                rejections.add(image_id, err)
+    return rows
+
+
+def _drop_duplicates(rows: list[dict], rejections: Rejections) -> list[dict]:
+    """Every row of an id that occurs twice is rejected: which copy is right cannot be known."""
+    dup = find_duplicates([r["id"] for r in rows])
+    for r in rows:
+        if r["id"] in dup:
+            rejections.add(r["id"], DataError(r["_file"], "image_id", "each image id once", f"{r['id']} repeated"))
+    return [r for r in rows if r["id"] not in dup]

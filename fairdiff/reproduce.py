@@ -1,0 +1,93 @@
+"""The whole reproduction: every notebook, in order, with papermill, for a profile and datasets.
+
+Each executed notebook goes to ``reports/<profile>/<dataset>/`` with an HTML rendering. A notebook
+is skipped when a stamp shows it already ran on the same inputs: its source, the resolved
+profile, the package code and the stamps of the notebooks before it (the stages inside also
+reuse their own results, see :mod:`fairdiff.stages`). ``force`` reruns everything.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from fairdiff import io
+from fairdiff.config import load_config
+from fairdiff.env import PROJECT_ROOT
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+PER_DATASET = ("01_data_curation", "02_fair_finetuning", "03_sampling", "04_analysis")
+ACROSS_DATASETS = ("05_external_datasets",)
+ALL_DATASETS = ("fairgenmed", "ham10000", "chexpert")
+
+
+def code_version() -> str:
+    """Hash of the package sources and configs: a code change invalidates cached notebook runs."""
+    h = hashlib.sha256()
+    for path in sorted((PROJECT_ROOT / "fairdiff").rglob("*.py")) + sorted((PROJECT_ROOT / "configs").glob("*.yaml")):
+        h.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, force: bool = False) -> tuple[str, bool]:
+    """Execute ``notebooks/<name>.py`` into ``out_dir``; returns (stamp, ran)."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+    from nbconvert import HTMLExporter
+
+    source = NOTEBOOK_DIR / f"{name}.py"
+    stamp = hashlib.sha256(json.dumps([source.read_text(), parameters, code_version(), upstream],
+                                      sort_keys=True).encode()).hexdigest()[:16]
+    out_nb, stamp_file = out_dir / f"{name}.ipynb", out_dir / f"{name}.stamp"
+    if not force and out_nb.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+        return stamp, False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    running, failed = out_dir / f"{name}.running.ipynb", out_dir / f"{name}.failed.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        nb_in = Path(tmp) / f"{name}.ipynb"
+        nbformat.write(jupytext.read(source), nb_in)
+        try:
+            pm.execute_notebook(str(nb_in), str(running), parameters=parameters, kernel_name="python3",
+                                cwd=str(NOTEBOOK_DIR), progress_bar=False)
+        except Exception:
+            if running.exists():
+                os.replace(running, failed)  # keep the traceback where the user will look
+            print(f"{name} failed; the executed notebook with its traceback is {failed}", flush=True)
+            raise
+    os.replace(running, out_nb)
+    failed.unlink(missing_ok=True)
+    html, _ = HTMLExporter().from_filename(str(out_nb))
+    io.write_text(out_dir / f"{name}.html", html)
+    io.write_text(stamp_file, stamp)
+    return stamp, True
+
+
+def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = False) -> int:
+    datasets = ALL_DATASETS if "all" in datasets else tuple(datasets)
+    reports = PROJECT_ROOT / "reports" / profile
+    t_all = time.perf_counter()
+    stamps = []
+    for dataset in datasets:
+        load_config(profile, dataset)  # fail early on a broken profile
+        upstream = ""
+        for name in PER_DATASET:
+            t0 = time.perf_counter()
+            upstream, ran = run_notebook(name, {"profile": profile, "dataset": dataset}, reports / dataset,
+                                         upstream, force)
+            print(f"[{profile}/{dataset}] {name}: {'ran' if ran else 'cached'} in {time.perf_counter() - t0:.1f} s",
+                  flush=True)
+        stamps.append(upstream)
+    if len(datasets) > 1:
+        for name in ACROSS_DATASETS:
+            t0 = time.perf_counter()
+            _, ran = run_notebook(name, {"profile": profile, "datasets": list(datasets)}, reports / "all",
+                                  "".join(stamps), force)
+            print(f"[{profile}/all] {name}: {'ran' if ran else 'cached'} in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"reproduction ({profile}; {', '.join(datasets)}) finished in {time.perf_counter() - t_all:.1f} s; "
+          f"executed notebooks in {reports}, figures in {PROJECT_ROOT / 'figures' / profile}")
+    return 0

@@ -1,0 +1,119 @@
+"""The trainer: every method runs and saves a stock-diffusers pipeline; resume is exact; two
+processes under accelerate really share one sigma and one gathered batch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from fairdiff.runs import METHODS
+from fairdiff.train import BatchOrder, latest_checkpoint, train
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _unet_state(run: Path) -> dict:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(run / "final" / "unet").state_dict()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_three_steps_of_each_method_give_a_pipeline_stock_diffusers_loads(method, prepared_base, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    cfg, base = prepared_base
+    run = train(cfg, method, tmp_path / method, str(base), base / "cache", progress=False)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["step"]) == [1, 2, 3]
+    assert np.isfinite(metrics["loss_unweighted"]).all()
+    if method in ("random", "fairbo"):
+        assert any(c.startswith("sigma[") for c in metrics.columns)
+    if method == "fairbo":
+        trace = pd.read_csv(run / "bo_trace.csv")
+        assert list(trace["step"]) == [2]  # window 2 -> one BO event in 3 steps
+    pipe = StableDiffusionPipeline.from_pretrained(run / "final", safety_checker=None)
+    image = pipe("SLO fundus image of a White Female Non-Hispanic patient", num_inference_steps=2, height=32,
+                 width=32, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()
+    assert (run / "final" / "unet_ema").is_dir()
+    assert latest_checkpoint(run).name == "step-0000003"
+
+
+def test_resume_continues_exactly(synthetic_fairgenmed, prepared_base, tmp_path):
+    _, base = prepared_base
+    cfg = tiny_config(synthetic_fairgenmed, steps=6, checkpoint_every=3)
+    straight = train(cfg, "fairbo", tmp_path / "straight", str(base), base / "cache", progress=False)
+    split = tmp_path / "split"
+    train(cfg, "fairbo", split, str(base), base / "cache", progress=False, max_steps=3)
+    assert not (split / "final").exists() and latest_checkpoint(split).name == "step-0000003"
+    with pytest.raises(FileExistsError):
+        train(cfg, "fairbo", split, str(base), base / "cache", progress=False)  # no silent overwrite
+    train(cfg, "fairbo", split, str(base), base / "cache", progress=False, resume="latest")
+    a, b = _unet_state(straight), _unet_state(split)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = pd.read_csv(straight / "metrics.csv"), pd.read_csv(split / "metrics.csv")
+    sigma_cols = [c for c in ma.columns if c.startswith("sigma[")]
+    np.testing.assert_array_equal(ma[sigma_cols].to_numpy(), mb[sigma_cols].to_numpy())
+    np.testing.assert_array_equal(ma["loss"].to_numpy(), mb["loss"].to_numpy())
+    pd.testing.assert_frame_equal(pd.read_csv(straight / "bo_trace.csv"), pd.read_csv(split / "bo_trace.csv"))
+
+
+def test_interrupted_checkpoint_is_never_picked(prepared_base, tmp_path):
+    cfg, base = prepared_base
+    run = train(cfg, "baseline", tmp_path / "run", str(base), base / "cache", progress=False)
+    (run / "checkpoints" / ".tmp-step-0000009").mkdir()  # what a kill during a save leaves behind
+    assert latest_checkpoint(run).name == "step-0000003"
+
+
+def test_batch_order_is_a_function_of_step_and_covers_each_epoch():
+    order = BatchOrder(n=10, global_batch=4, seed=1)
+    first_epoch = torch.cat([order(k) for k in range(5)])[:10]
+    assert sorted(first_epoch.tolist()) == list(range(10))
+    assert torch.equal(order(7), BatchOrder(n=10, global_batch=4, seed=1)(7))
+    probs = torch.tensor([0.5, 0.5, 0.0])
+    drawn = torch.cat([BatchOrder(3, 8, 0, probs)(k) for k in range(20)])
+    assert set(drawn.tolist()) == {0, 1}
+
+
+def test_refuses_to_train_into_a_foreign_folder(prepared_base, tmp_path):
+    cfg, base = prepared_base
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a fairdiff run"):
+        train(cfg, "baseline", foreign, str(base), base / "cache", progress=False)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.multiprocess
+def test_two_processes_share_sigma_and_gather_both_batches(prepared_base, tmp_path):
+    cfg, base = prepared_base
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg))
+    log_dir = tmp_path / "logs"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "tests" / "mp_train.py"), str(cfg_path), str(base), str(tmp_path / "run"), str(log_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = {r: [json.loads(line) for line in (log_dir / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)}
+    assert len(logs[0]) == len(logs[1]) == cfg["train"]["steps"]
+    for a, b in zip(logs[0], logs[1]):
+        assert a["world"] == b["world"] == 2
+        assert a["gathered_batch"] == 2 * a["local_batch"]
+        assert a["sigma_used"] == b["sigma_used"] and a["sigma_next"] == b["sigma_next"]
+    assert logs[0][0]["sigma_used"] != logs[0][-1]["sigma_next"]  # sigma moved, identically on both ranks
+    assert (tmp_path / "run" / "final" / "unet").is_dir()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "step-0000003").glob("rank*.pt")) == [
+        "rank0.pt", "rank1.pt"]

@@ -28,6 +28,26 @@ class Rejection:
     reason: str
 
 
+class RejectionTable(pd.DataFrame):
+    """The rejection table a loader stores in ``frame.attrs["rejections"]``.
+
+    pandas compares the ``attrs`` of frames it concatenates with ``==``; a plain DataFrame there
+    makes ``pd.concat`` of two slices of a loaded dataset fail ("truth value of a DataFrame is
+    ambiguous"). This table compares as a whole (``equals``) against another frame; columns
+    compare element-wise as usual."""
+
+    @property
+    def _constructor(self):
+        return RejectionTable
+
+    def __eq__(self, other):
+        if isinstance(other, pd.DataFrame):
+            return self.equals(other)
+        return super().__eq__(other)
+
+    __hash__ = None
+
+
 class Rejections:
     """Collects skipped subjects in lenient mode; raises the first one in strict mode."""
 
@@ -42,5 +62,5 @@ class Rejections:
             raise err
         self.items.append(Rejection(str(subject_id), err.file, err.field or "", str(err)))
 
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([vars(r) for r in self.items], columns=self.columns)
+    def frame(self) -> RejectionTable:
+        return RejectionTable([vars(r) for r in self.items], columns=self.columns)

@@ -1,0 +1,412 @@
+"""Fair Bayesian Perturbation (FairDiffusion's method) and two standard fairness baselines.
+
+Everything here is pure tensor code with no training loop: the trainer calls
+
+    fbp = FairBayesianPerturbation(schema.n_groups, seed=seed, rank=rank)
+    w = fbp.weights(groups)                 # every rank, every step: per-sample loss weights
+    loss = (w * per_sample_loss).mean()
+    record = fbp.update(all_losses, all_groups)   # rank 0 only, on losses gathered from all ranks
+    fbp.sigma = broadcast(fbp.sigma)        # every rank: the broadcast hook (a validating setter)
+
+``groups`` is always a LongTensor[B, A]: one column per sensitive attribute in schema order, the
+group id in ``0..n_groups[a]-1`` or ``-1`` for unknown. The per-group scales are one flat vector
+of length K = sum(n_groups), attribute after attribute (FairGenMed: race 0-2, gender 3-4,
+ethnicity 5-6).
+
+Randomness never touches the global RNG: every draw comes from a generator seeded by a key
+(seed, stream, index), so a run is a pure function of its seed and inputs, ranks differ by their
+``rank``, and a resumed run continues exactly (the state holds counters, not generator states).
+See method.md section 2 for the paper behaviour and the rules we changed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from botorch.acquisition.analytic import UpperConfidenceBound
+from botorch.exceptions.errors import ModelFittingError
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
+from botorch.optim import optimize_acqf
+from gpytorch.constraints import GreaterThan
+from gpytorch.kernels import MaternKernel, ScaleKernel
+from gpytorch.likelihoods import GaussianLikelihood
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import GammaPrior
+from linear_operator.utils.errors import NanError, NotPSDError
+from torch import Tensor
+
+__all__ = [
+    "group_means", "group_gap", "FairBayesianPerturbation", "propose_sigma",
+    "reweight_weights", "balanced_sampling_weights",
+]
+
+# Independent random streams of one FairBayesianPerturbation (the second element of a seed key).
+_NOISE, _EXPLORE, _BO = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------------- groups
+def _check_groups(groups: Tensor, n_groups: Sequence[int]) -> None:
+    """Fail loudly on a wrong shape or an id outside -1..n_groups[a]-1 (the paper's code let
+    -1 wrap around to the last group, see reference-code.md 1.11 item 10)."""
+    if groups.dim() != 2 or groups.shape[1] != len(n_groups):
+        raise ValueError(f"groups: expected a tensor of shape [B, {len(n_groups)}] (one column per "
+                         f"attribute), got shape {tuple(groups.shape)}")
+    if groups.dtype.is_floating_point or groups.dtype == torch.bool:
+        raise ValueError(f"groups: expected an integer tensor, got {groups.dtype}")
+    if groups.numel():
+        upper = torch.as_tensor(list(n_groups), device=groups.device)
+        bad = (groups < -1) | (groups >= upper)
+        if bad.any():
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"groups[{row}, {col}] = {int(groups[row, col])}: expected -1 (unknown) "
+                             f"or a group id in 0..{n_groups[col] - 1}")
+
+
+def _flat_index(groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """(index into the flat K-vector of groups, mask of known entries), both [B, A]."""
+    _check_groups(groups, n_groups)
+    offsets = torch.as_tensor([sl.start for sl in _attribute_slices(n_groups)], device=groups.device)
+    known = groups >= 0
+    return (groups.long() + offsets).clamp(min=0), known
+
+
+def _group_stats(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Per-group (mean loss, count) as flat float64 / int64 K-vectors; the mean is NaN where count is 0.
+
+    Computed on the CPU in float64: a batch is tiny, and GPU scatter-adds sum in a random order,
+    which would make y (and so the whole BO trajectory) irreproducible."""
+    if losses.dim() != 1 or losses.shape[0] != groups.shape[0]:
+        raise ValueError(f"losses: expected shape [{groups.shape[0]}] (one loss per row of groups), "
+                         f"got {tuple(losses.shape)}")
+    idx, known = _flat_index(groups.cpu(), n_groups)
+    values = losses.detach().to("cpu", torch.float64)[:, None].expand(idx.shape)
+    k = sum(n_groups)
+    sums = torch.bincount(idx[known], weights=values[known], minlength=k)
+    counts = torch.bincount(idx[known], minlength=k)
+    return sums / counts, counts  # 0 / 0 = NaN marks an absent group
+
+
+def group_means(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> list[Tensor]:
+    """Mean loss of every group, one float64 CPU tensor per attribute, NaN for groups absent from the
+    batch (for logging per-group losses). Unknown (-1) entries are left out of their attribute."""
+    means, _ = _group_stats(losses, groups, n_groups)
+    return list(means.split(list(n_groups)))
+
+
+def group_gap(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> float:
+    """FairDiffusion's unfairness objective: sum over attributes of (max - min) group-mean loss.
+
+    Only groups present in the batch count; an attribute with fewer than two present groups adds
+    0, so the result is never NaN because of missing groups and an empty batch gives 0.0 (the
+    paper's code zeroed the whole attribute when one group was missing and crashed when all were).
+    Non-finite losses do propagate: a diverged step must not look fair."""
+    return _gap(*_group_stats(losses, groups, n_groups), n_groups)
+
+
+def _gap(means: Tensor, counts: Tensor, n_groups: Sequence[int]) -> float:
+    gap = 0.0
+    for m, c in zip(means.split(list(n_groups)), counts.split(list(n_groups))):
+        present = m[c > 0]
+        if present.numel() >= 2:
+            gap += float(present.max() - present.min())
+    return gap
+
+
+# ------------------------------------------------------------------------ randomness helpers
+def _seed(*key: int) -> int:
+    """A 63-bit seed hashed from non-negative integers; distinct keys give independent streams."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def _generator(*key: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_seed(*key))
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch single-threaded inside the block. The GP holds at most ``window`` points, so
+    threads only add overhead: on a busy 2-core machine a K = 7 BO event took 1.6 s with one
+    thread and 6.6 s with two (median, benchmarks/bench_fbp.py). It also makes the result
+    independent of the caller's thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _clamp_mean_one(w: Tensor) -> Tensor:
+    """max(w, 0) rescaled to mean 1; all-zero (or empty) batches become plain weights of 1."""
+    w = w.clamp(min=0)
+    total = w.sum()
+    return w * (w.numel() / total) if total > 0 else torch.ones_like(w)
+
+
+# ------------------------------------------------------------------------------ the BO step
+def _gaussian_process(x: Tensor, y: Tensor) -> SingleTaskGP:
+    """The surrogate model, with every modelling choice written out (not botorch's defaults).
+
+    Kernel: ScaleKernel(Matern-5/2 with one lengthscale per group (ARD)), lengthscale prior
+    Gamma(3, 6), outputscale prior Gamma(2, 0.15); Gaussian likelihood with a Gamma(1.1, 0.05)
+    noise prior and noise >= 1e-4; constant mean. This is SingleTaskGP's default up to botorch
+    0.11, i.e. what the authors' unpinned mid-2024 code most likely ran; botorch 0.12 silently
+    switched to an RBF kernel with dimension-scaled LogNormal priors. Writing it out keeps our
+    deviations from the paper to the ones method.md lists: float64 on the CPU and
+    Standardize(m=1) on y (the gaps are ~1e-3, far below the priors' scale). The inputs are the
+    scales themselves, already in [0, 1]^K, so no input transform is needed."""
+    k = x.shape[-1]
+    kernel = ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=k, lengthscale_prior=GammaPrior(3.0, 6.0)),
+                         outputscale_prior=GammaPrior(2.0, 0.15))
+    noise_prior = GammaPrior(1.1, 0.05)
+    noise_mode = (noise_prior.concentration - 1) / noise_prior.rate
+    likelihood = GaussianLikelihood(noise_prior=noise_prior,
+                                    noise_constraint=GreaterThan(1e-4, transform=None, initial_value=noise_mode))
+    return SingleTaskGP(x, y, likelihood=likelihood, covar_module=kernel, outcome_transform=Standardize(m=1))
+
+
+def propose_sigma(x: Tensor, y: Tensor, beta: float = 0.1, num_restarts: int = 5,
+                  raw_samples: int = 20) -> tuple[Tensor, float]:
+    """Fit the GP to (scales used, objective) pairs and return the Upper-Confidence-Bound maximiser
+    in [0, 1]^K with its acquisition value. ``x``: [n, K], ``y``: [n, 1]; both are moved to float64
+    on the CPU. Uses the global torch RNG: callers seed it (FairBayesianPerturbation does).
+    Runs single-threaded (see :func:`_one_thread`)."""
+    x = x.detach().to("cpu", torch.float64)
+    y = y.detach().to("cpu", torch.float64)
+    k = x.shape[-1]
+    bounds = torch.stack([torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64)])
+    with _one_thread():
+        gp = _gaussian_process(x, y)
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+        candidate, value = optimize_acqf(UpperConfidenceBound(gp, beta=beta), bounds=bounds, q=1,
+                                         num_restarts=num_restarts, raw_samples=raw_samples)
+    return candidate.reshape(k).clamp(0, 1), float(value)
+
+
+# ------------------------------------------------------------------------------ the method
+class FairBayesianPerturbation:
+    """Group-dependent random loss weights whose scales Bayesian optimisation tunes to shrink the
+    between-group loss gap (FairDiffusion, Luo et al. 2025; method.md section 2).
+
+    Per step, sample i gets ``w_i = 1 + sum_a sigma[a, g_a(i)] * e_ia`` with e ~ N(0, 1). Every
+    ``window`` calls of :meth:`update` (a global count that spans epochs) a GP is fitted to the
+    window's (sigma used, y = -group_gap) pairs and sigma jumps to the UCB maximiser; after that,
+    every call mixes ``sigma = r * sigma + (1 - r) * u``, u ~ U(0, 1)^K, r = ``exploitation``.
+
+    ``bo=False`` is the paper's ``random`` ablation: sigma stays at 1 for good (no BO and no
+    mixing); :meth:`update` still reports y and per-group losses for logging.
+    ``clamp=True`` (off by default, the paper does not clamp) replaces the weights by
+    ``max(w, 0)`` renormalised to mean 1 over the batch; at sigma = 1 with three attributes the
+    unclamped weights are negative 28 % of the time.
+
+    Distributed training: only rank 0 calls :meth:`update` (with losses and groups gathered from
+    every rank) and then every rank assigns the broadcast tensor to :attr:`sigma`. Each rank draws
+    its own noise e from the key (seed, rank, call), so ranks differ but are reproducible.
+    """
+
+    def __init__(self, n_groups: Sequence[int], window: int = 30, exploitation: float = 0.95,
+                 beta: float = 0.1, clamp: bool = False, seed: int = 0, bo: bool = True,
+                 num_restarts: int = 5, raw_samples: int = 20, rank: int = 0):
+        self.n_groups = [int(n) for n in n_groups]
+        if not self.n_groups or min(self.n_groups) < 1:
+            raise ValueError(f"n_groups: expected a non-empty list of positive group counts, got {list(n_groups)}")
+        if window < 2:
+            raise ValueError(f"window: a GP needs at least 2 points per window, got {window}")
+        if not 0.0 <= exploitation <= 1.0:
+            raise ValueError(f"exploitation: expected a rate in [0, 1], got {exploitation}")
+        if seed < 0 or rank < 0:
+            raise ValueError(f"seed and rank must be non-negative integers, got seed={seed}, rank={rank}")
+        self.window, self.exploitation, self.beta = int(window), float(exploitation), float(beta)
+        self.clamp, self.seed, self.bo, self.rank = bool(clamp), int(seed), bool(bo), int(rank)
+        self.num_restarts, self.raw_samples = int(num_restarts), int(raw_samples)
+        self.k = sum(self.n_groups)
+        self._sigma = torch.ones(self.k, dtype=torch.float64)
+        self._buffer_x: list[Tensor] = []
+        self._buffer_y: list[float] = []
+        self._step = 0   # calls of update(): the global optimisation step
+        self._draws = 0  # calls of weights() on this rank
+        self.history: list[dict] = []
+
+    # -- the scales -------------------------------------------------------------------------
+    @property
+    def sigma(self) -> Tensor:
+        """Current per-group scales (float64 [K], a copy). Assigning is the broadcast hook."""
+        return self._sigma.clone()
+
+    @sigma.setter
+    def sigma(self, value: Tensor) -> None:
+        value = torch.as_tensor(value).detach().to("cpu", torch.float64).reshape(-1)
+        if value.numel() != self.k or not torch.isfinite(value).all():
+            raise ValueError(f"sigma: expected {self.k} finite values, got {value.tolist()}")
+        self._sigma = value.clone()
+
+    @property
+    def step(self) -> int:
+        """How many times :meth:`update` has run."""
+        return self._step
+
+    # -- per-step interface -----------------------------------------------------------------
+    def weights(self, groups: Tensor) -> Tensor:
+        """Per-sample loss weights (float32 [B], on ``groups``' device) from the current sigma.
+        An unknown group (-1) adds no term for that attribute."""
+        idx, known = _flat_index(groups.cpu(), self.n_groups)
+        noise = torch.randn(idx.shape, dtype=torch.float64,
+                            generator=_generator(self.seed, _NOISE, self.rank, self._draws))
+        self._draws += 1
+        scale = torch.where(known, self._sigma[idx], torch.zeros((), dtype=torch.float64))
+        w = 1.0 + (scale * noise).sum(dim=1)
+        if self.clamp:
+            w = _clamp_mean_one(w)
+        return w.to(device=groups.device, dtype=torch.float32)
+
+    def update(self, losses: Tensor, groups: Tensor) -> dict:
+        """Record one step's unweighted per-sample losses (gathered over all ranks), run BO at the
+        end of a window, then mix in exploration noise. Returns the step's log record:
+        ``step`` (1-based), ``y`` (= -group_gap), ``sigma_used``, ``group_means`` (per attribute,
+        NaN for absent groups), ``sigma_next`` and ``bo`` (None, or the BO event, see
+        :meth:`_bo_step`)."""
+        means, counts = _group_stats(losses, groups, self.n_groups)
+        gap = _gap(means, counts, self.n_groups)
+        y = -gap if gap else 0.0  # no "-0.0" in logs
+        self._step += 1
+        record = {"step": self._step, "y": y, "sigma_used": self._sigma.tolist(),
+                  "group_means": [m.tolist() for m in means.split(self.n_groups)], "bo": None}
+        if self.bo:
+            self._buffer_x.append(self._sigma.clone())
+            self._buffer_y.append(y)
+            if self._step % self.window == 0:
+                record["bo"] = self._bo_step()
+            u = torch.rand(self.k, dtype=torch.float64, generator=_generator(self.seed, _EXPLORE, self._step))
+            self._sigma = self.exploitation * self._sigma + (1.0 - self.exploitation) * u
+        record["sigma_next"] = self._sigma.tolist()
+        return record
+
+    def _bo_step(self) -> dict:
+        """Fit the GP on the window, move sigma to the UCB maximiser, clear the buffer.
+
+        Never raises for bad data: fewer than two finite y values, a constant y (a GP cannot be
+        fitted to it) or a failed fit leave sigma unchanged and say why under ``skipped``.
+        Seeded from (seed, step) inside ``fork_rng``, so it is reproducible and leaves the
+        caller's global RNG untouched. Warnings from botorch are kept in the event, not printed."""
+        x, y = torch.stack(self._buffer_x), torch.tensor(self._buffer_y, dtype=torch.float64)
+        self._buffer_x, self._buffer_y = [], []
+        finite = torch.isfinite(y)
+        x, y = x[finite], y[finite]
+        event = {"step": self._step, "n_points": int(y.numel()),
+                 "window_mean_y": float(y.mean()) if y.numel() else math.nan,
+                 "candidate": None, "acq_value": None, "skipped": None, "warnings": []}
+        if y.numel() < 2:
+            event["skipped"] = "fewer than 2 finite objective values in the window"
+        elif float(y.max() - y.min()) <= 1e-12 * max(1.0, float(y.abs().max())):
+            event["skipped"] = "objective constant over the window; a GP cannot be fitted to it"
+        else:
+            with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng(devices=[]):
+                warnings.simplefilter("always")
+                torch.manual_seed(_seed(self.seed, _BO, self._step))
+                try:
+                    candidate, value = propose_sigma(x, y[:, None], self.beta, self.num_restarts, self.raw_samples)
+                except (ModelFittingError, NotPSDError, NanError) as exc:
+                    event["skipped"] = f"GP fit failed: {type(exc).__name__}: {exc}"
+                else:
+                    self._sigma = candidate
+                    event["candidate"], event["acq_value"] = candidate.tolist(), value
+            event["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+        self.history.append(event)
+        return event
+
+    # -- checkpointing ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs, as plain tensors, numbers, strings and lists
+        (``torch.save``-able and loadable with ``weights_only=True``)."""
+        return {"n_groups": list(self.n_groups), "sigma": self._sigma.clone(),
+                "buffer_x": torch.stack(self._buffer_x) if self._buffer_x else torch.zeros(0, self.k, dtype=torch.float64),
+                "buffer_y": torch.tensor(self._buffer_y, dtype=torch.float64),
+                "step": self._step, "draws": self._draws, "history": copy.deepcopy(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output; the run then continues exactly as if never stopped
+        (on every rank: each rank re-derives its own noise from the restored counters)."""
+        if list(state["n_groups"]) != self.n_groups:
+            raise ValueError(f"state_dict: saved for n_groups={list(state['n_groups'])}, "
+                             f"this object has n_groups={self.n_groups}")
+        self.sigma = state["sigma"]
+        self._buffer_x = [row.to(torch.float64).clone() for row in state["buffer_x"]]
+        self._buffer_y = [float(v) for v in state["buffer_y"]]
+        self._step, self._draws = int(state["step"]), int(state["draws"])
+        self.history = copy.deepcopy(list(state["history"]))
+
+
+# ------------------------------------------------------------------------------ baselines
+def reweight_weights(groups: Tensor, n_groups: Sequence[int]) -> Tensor:
+    """Inverse-frequency loss weights for the ``reweight`` baseline (float32 [N], mean 1 over N).
+
+    For attribute a with N_a known samples over P_a present groups, a sample of group g gets the
+    term N_a / (P_a * N_{a,g}) (= N / (n_groups_a * N_{a,g}) when nothing is unknown or absent);
+    its weight is the mean of its terms over the attributes it has known, 1 if none, and the
+    weights are finally rescaled to mean 1. Each attribute's term alone balances that attribute;
+    averaged over A attributes the weighted share of group g is only pulled part of the way to
+    1 / n_a (for independent attributes: (1 / n_a + (A - 1) * N_{a,g} / N) / A)."""
+    idx, known = _flat_index(groups, n_groups)
+    if idx.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.float32, device=groups.device)
+    counts = torch.bincount(idx[known], minlength=sum(n_groups)).to(torch.float64)
+    term = torch.empty_like(counts)
+    for sl, c in zip(_attribute_slices(n_groups), counts.split(list(n_groups))):
+        term[sl] = c.sum() / ((c > 0).sum() * c)  # inf for absent groups, which no sample indexes
+    per_attribute = torch.where(known, term[idx], torch.full((), math.nan, dtype=torch.float64, device=idx.device))
+    w = per_attribute.nanmean(dim=1).nan_to_num(nan=1.0)
+    return (w / w.mean()).to(torch.float32)
+
+
+def balanced_sampling_weights(groups: Tensor, n_groups: Sequence[int], tol: float = 1e-9,
+                              max_sweeps: int = 1000) -> Tensor:
+    """Sampling probabilities (float64 [N], sum 1) for torch's WeightedRandomSampler in the
+    ``resample`` baseline: under them, for every attribute, the samples whose group is known are
+    drawn from each present group exactly equally often.
+
+    Found by raking (iterative proportional fitting): rescale each attribute's groups to equal
+    mass in turn until all attributes balance at once. The result is the distribution closest to
+    uniform sampling (in KL) with balanced marginals. When the group counts factorise (independent
+    attributes) it is the product over attributes of 1 / N_{a,g}; for correlated attributes it
+    still balances exactly, where averaged inverse frequencies (:func:`reweight_weights`) only
+    balance part of the way. If no exact balance exists (e.g. a group of one attribute always
+    occurs with one group of another, and the two attributes have different numbers of groups),
+    a warning reports the remaining imbalance."""
+    _check_groups(groups, n_groups)
+    if groups.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.float64, device=groups.device)
+    # Samples with the same group tuple share a weight, so rake the few distinct tuples ("cells").
+    cells, cell_of_sample, size = torch.unique(groups.cpu().long(), dim=0, return_inverse=True, return_counts=True)
+    w = torch.ones(cells.shape[0], dtype=torch.float64)  # weight of one sample of each cell
+    imbalance = math.inf
+    for _ in range(max_sweeps):
+        imbalance = 0.0
+        for a, n in enumerate(n_groups):
+            known = cells[:, a] >= 0
+            mass = torch.bincount(cells[known, a], weights=(w * size)[known], minlength=n)
+            present = mass > 0
+            if present.sum() < 2:
+                continue
+            target = mass[present].mean()
+            imbalance = max(imbalance, float((mass[present] / target - 1).abs().max()))
+            w[known] *= torch.where(present, target / mass, torch.ones_like(mass))[cells[known, a]]
+        if imbalance < tol:
+            break
+    else:
+        warnings.warn(f"balanced_sampling_weights: groups cannot all be balanced at once; the largest "
+                      f"relative deviation from equal group shares is still {imbalance:.3g}", stacklevel=2)
+    w = w[cell_of_sample].to(groups.device)
+    return w / w.sum()
+
+
+def _attribute_slices(n_groups: Sequence[int]) -> list[slice]:
+    """Where each attribute's groups sit in the flat K-vector."""
+    ends = np.cumsum(list(n_groups)).tolist()
+    return [slice(end - n, end) for n, end in zip(n_groups, ends)]

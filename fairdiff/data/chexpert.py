@@ -47,7 +47,7 @@ from typing import Sequence
 import pandas as pd
 
 from fairdiff.data.common import find_file, map_vocab, read_csv, require_dir
-from fairdiff.data.ham10000 import find_duplicates, finish_frame, keep_readable, split_by_group
+from fairdiff.data.common import find_duplicates, finish_frame, keep_readable, split_by_group
 from fairdiff.errors import DataError, Rejections
 from fairdiff.schema import CHEXPERT
 

@@ -37,9 +37,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from fairdiff.data.common import check_image, find_file, map_vocab, read_csv, require_dir
+from fairdiff.data.common import (find_duplicates, find_file, finish_frame, keep_readable, map_vocab,
+                                   read_csv, require_dir, split_by_group)
 from fairdiff.errors import DataError, Rejections
-from fairdiff.schema import HAM10000, SPLITS, Schema
+from fairdiff.schema import HAM10000
 
 METADATA_FILE = "HAM10000_metadata.csv"
 IMAGE_DIR_PATTERN = re.compile(r"^ham10000_images(_part_[12])?$", re.IGNORECASE)
@@ -59,69 +60,6 @@ PREPROCESSED_COLUMNS = {  # field -> (names, position in the authors' CSV)
 }
 
 
-# ----------------------------------------------------------------------------- shared helpers
-def split_by_group(groups: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
-    """Assign each item to train / val / test so that items of one group share a split.
-
-    The sorted unique groups are permuted with ``default_rng(seed)`` and cut at the cumulative
-    ``fractions`` (rounded to whole groups), so the result depends only on the set of groups and
-    the seed, never on row order."""
-    fractions = np.asarray(fractions, dtype=float)
-    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1; got {fractions.tolist()}")
-    groups = np.asarray(groups, dtype=str)
-    unique = np.unique(groups)
-    order = np.random.default_rng(seed).permutation(unique.size)
-    cuts = np.round(np.cumsum(fractions)[:2] * unique.size).astype(int)
-    split_of = np.empty(unique.size, dtype=object)
-    split_of[order[:cuts[0]]] = "train"
-    split_of[order[cuts[0]:cuts[1]]] = "val"
-    split_of[order[cuts[1]:]] = "test"
-    return split_of[np.searchsorted(unique, groups)] if groups.size else np.empty(0, dtype=object)
-
-
-def finish_frame(rows: list[dict], schema: Schema, rejections: Rejections, root: Path,
-                 extras: Sequence[str], **attrs) -> pd.DataFrame:
-    """Build a loader's DataFrame: schema columns in their conventional order, prompts, attrs.
-
-    Rows hold ``id``, ``split``, ``image_path``, one id per attribute and label, and ``extras``;
-    other keys (bookkeeping such as the source file) are dropped.
-    Sorted by split (train, val, test) then id, so the order never depends on the file system."""
-    columns = ["id", "split", "image_path", *schema.attribute_names, *schema.label_names]
-    frame = pd.DataFrame(rows, columns=[*columns, *extras])
-    for col in (*schema.attribute_names, *schema.label_names):
-        frame[col] = frame[col].astype("int64")
-    frame.insert(3, "prompt", [schema.prompt(**ids) for ids in
-                               frame[[*schema.attribute_names, *schema.label_names]].to_dict("records")])
-    frame["split"] = pd.Categorical(frame["split"], categories=list(SPLITS), ordered=True)
-    frame = frame.sort_values(["split", "id"], kind="stable").reset_index(drop=True)
-    frame["split"] = frame["split"].astype(str)
-    frame.attrs.update(schema=schema.name, root=str(root), rejections=rejections.frame(),
-                       unknown={a: int((frame[a] == -1).sum()) for a in schema.attribute_names}, **attrs)
-    return frame
-
-
-def find_duplicates(ids: Sequence[str]) -> set[str]:
-    """The ids that occur more than once."""
-    seen, dup = set(), set()
-    for i in ids:
-        (dup if i in seen else seen).add(i)
-    return dup
-
-
-def keep_readable(rows: list[dict], rejections: Rejections) -> list[dict]:
-    """The rows whose ``image_path`` is an image PIL can identify (header only); the rest rejected."""
-    kept = []
-    for row in rows:
-        try:
-            check_image(Path(row["image_path"]))
-            kept.append(row)
-        except DataError as err:
-            rejections.add(row["id"], err)
-    return kept
-
-
-# ----------------------------------------------------------------------------- loader
 def load_ham10000(root: str | Path, *, strict: bool = False, split_seed: int = 0,
                   split_fractions: Sequence[float] = (0.7, 0.1, 0.2), layout: str = "auto",
                   check_images: bool = True) -> pd.DataFrame:

@@ -125,3 +125,100 @@ def vae_reconstructions(ctx: Context, n: int = 8):
         return ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     return to_uint8(x), to_uint8(recon), float(np.mean((to_uint8(x) / 255.0 - to_uint8(recon) / 255.0) ** 2))
+
+
+# ----------------------------------------------------------------------------- evaluation stages
+def _real_split(ctx: Context, records: pd.DataFrame, split: str):
+    from fairdiff.imagesets import cached_real, to_unit_tensor
+
+    frame = records[records["split"] == split].reset_index(drop=True)
+    images = cached_real(frame, ctx.schema, ctx.cfg["data"]["resolution"], ctx.layout.evaluation / "cache")
+    return frame, to_unit_tensor(images)
+
+
+def domain_encoder(ctx: Context):
+    """The feature extractor: InceptionV3 if ``evaluate.inception_weights`` names a local file,
+    else the domain encoder, trained once on the REAL train split only and reused."""
+    from fairdiff.evaluate.features import DomainEncoder, InceptionExtractor, train_domain_encoder
+
+    e = ctx.cfg["evaluate"]
+    if e.get("inception_weights"):
+        return InceptionExtractor(e["inception_weights"])
+    records = dataset(ctx)
+    key = config_hash({"data": ctx.cfg["data"], "seed": ctx.cfg["seed"], "epochs": e["encoder_epochs"],
+                       "ids": list(records["id"])})
+    folder = ctx.layout.evaluation / f"encoder-{key}"
+    if (folder / "weights.pt").is_file():
+        return DomainEncoder.load(folder)
+    frame, images = _real_split(ctx, records, "train")
+    encoder = train_domain_encoder(images, frame, ctx.schema, epochs=e["encoder_epochs"], seed=ctx.cfg["seed"],
+                                   in_res=ctx.cfg["data"]["resolution"])
+    encoder.save(folder)
+    return encoder
+
+
+def _cached_table(path: Path, key: str, compute) -> pd.DataFrame:
+    stamp = path.with_suffix(".key")
+    if path.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = compute()
+    io.write_csv(path, frame, float_format="%.6g")
+    io.write_text(stamp, key)
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def generation_table(ctx: Context, method: str) -> pd.DataFrame:
+    """FID, MiFID and IS (overall and per group, bootstrap intervals) of a method's test images."""
+    from fairdiff.evaluate.features import generation_metrics
+    from fairdiff.imagesets import generated_uint8, to_unit_tensor
+
+    manifest = sampled(ctx, method, "test")
+    extractor = domain_encoder(ctx)
+    e = ctx.cfg["evaluate"]
+    key = config_hash({"samples": _stamp(ctx.layout.samples(method) / "test" / "stage.json"), "extractor": extractor.name,
+                       "evaluate": e})
+
+    def compute():
+        real_meta, real = _real_split(ctx, dataset(ctx), "test")
+        fake = to_unit_tensor(generated_uint8(manifest))
+        table = generation_metrics(real, fake, real_meta, manifest, ctx.schema, extractor, n_boot=e["n_boot"],
+                                   min_group_size=e["min_group_size"], seed=ctx.cfg["seed"])
+        return table.assign(method=method)
+
+    return _cached_table(ctx.layout.evaluation / f"generation-{method}.csv", key, compute)
+
+
+def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
+    """Classifiers trained on ``source`` images (``real`` or a method's generated train images),
+    selected on real val, scored on real test, for every classifier task of the schema."""
+    from fairdiff.evaluate.classifier import semantic_evaluation, train_classifier
+    from fairdiff.imagesets import generated_uint8, to_unit_tensor
+
+    e = ctx.cfg["evaluate"]
+    if source == "real":
+        stamp = "real"
+    else:
+        sampled(ctx, source, "train")
+        stamp = _stamp(ctx.layout.samples(source) / "train" / "stage.json")
+    key = config_hash({"source": stamp, "evaluate": e, "data": ctx.cfg["data"], "seed": ctx.cfg["seed"]})
+
+    def compute():
+        records = dataset(ctx)
+        val_meta, val_x = _real_split(ctx, records, "val")
+        test_meta, test_x = _real_split(ctx, records, "test")
+        if source == "real":
+            train_meta, train_x = _real_split(ctx, records, "train")
+        else:
+            train_meta = pd.read_csv(ctx.layout.samples(source) / "train" / "manifest.csv", dtype={"id": str})
+            train_x = to_unit_tensor(generated_uint8(train_meta))
+        tables = []
+        for task in ctx.schema.classifier_tasks:
+            n_classes = ctx.schema.label(task).n_classes
+            model, _ = train_classifier(train_x, train_meta[task].to_numpy(), val_x, val_meta[task].to_numpy(),
+                                        n_classes, epochs=e["classifier_epochs"], seed=ctx.cfg["seed"],
+                                        in_res=ctx.cfg["data"]["resolution"])
+            tables.append(semantic_evaluation(model, test_x, test_meta[task].to_numpy(), test_meta, ctx.schema, task,
+                                              n_boot=e["n_boot"], seed=ctx.cfg["seed"]))
+        return pd.concat(tables, ignore_index=True).assign(source=source)
+
+    return _cached_table(ctx.layout.evaluation / f"semantic-{source}.csv", key, compute)

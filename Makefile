@@ -30,14 +30,14 @@ reproduce: env
 
 ## Every test: unit tests, the multi-process run, and the notebooks under nbval (smoke profile).
 test: env
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests notebooks
 
 test-fast: env
-	$(BIN)/python -m pytest -q tests -m "not slow and not multiprocess"
+	$(BIN)/python -m pytest -q tests -m "not slow and not multiprocess" -p no:nbval
 
-## Regenerate the .ipynb twins from the reviewed py:percent sources.
+## Regenerate the committed .ipynb twins (smoke outputs) from the reviewed py:percent sources.
 notebooks: env
-	$(BIN)/jupytext --sync notebooks/*.py
+	$(BIN)/fairdiff notebooks
 
 bench: env
 	$(BIN)/python benchmarks/run_all.py

@@ -77,6 +77,13 @@ def _cmd_reproduce(args) -> int:
     return reproduce(profile=args.profile, datasets=args.datasets, force=args.force)
 
 
+def _cmd_notebooks(args) -> int:
+    from fairdiff.reproduce import refresh_committed_notebooks
+
+    refresh_committed_notebooks(args.names or None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairdiff", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,12 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=["fairgenmed"], choices=DATASETS + ("all",))
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("notebooks", help="re-execute notebooks/*.ipynb (smoke profile) from their .py sources")
+    p.add_argument("names", nargs="*", help="notebook names without extension (default: all)")
+    p.set_defaults(func=_cmd_notebooks)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    import fairdiff  # noqa: F401 - sets cache folders and offline mode before heavy imports
+    import fairdiff
 
+    fairdiff.env.setup()  # cache folders inside the project, offline, before heavy imports
     args = build_parser().parse_args(argv)
     return args.func(args)
 

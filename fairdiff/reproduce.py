@@ -91,3 +91,29 @@ def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = Fal
     print(f"reproduction ({profile}; {', '.join(datasets)}) finished in {time.perf_counter() - t_all:.1f} s; "
           f"executed notebooks in {reports}, figures in {PROJECT_ROOT / 'figures' / profile}")
     return 0
+
+
+def refresh_committed_notebooks(names=None) -> None:
+    """Regenerate ``notebooks/*.ipynb`` from their ``.py`` sources, executed with the parameters cell's
+    defaults (the smoke profile), without papermill's timing metadata: what CI re-runs with nbval."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    names = names or [p.stem for p in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))]
+    for name in names:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            nb_in, nb_out = Path(tmp) / "in.ipynb", Path(tmp) / "out.ipynb"
+            nbformat.write(jupytext.read(NOTEBOOK_DIR / f"{name}.py"), nb_in)
+            pm.execute_notebook(str(nb_in), str(nb_out), kernel_name="python3", cwd=str(NOTEBOOK_DIR),
+                                progress_bar=False)
+            nb = nbformat.read(nb_out, as_version=4)
+        nb.metadata.pop("papermill", None)
+        for cell in nb.cells:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+        with io.atomic_path(NOTEBOOK_DIR / f"{name}.ipynb") as tmp_path:
+            nbformat.write(nb, tmp_path)
+        print(f"{name}.ipynb refreshed in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -32,6 +32,7 @@ data_root = None  # None: synthetic data in the real format; or a path to the re
 seed = None  # None: the profile's seed
 
 # %%
+# NBVAL_CHECK_OUTPUT
 import pandas as pd
 
 from fairdiff import stages
@@ -52,6 +53,7 @@ print(records["split"].value_counts().reindex(["train", "val", "test"]).to_strin
 # (stored as -1) are kept (the prompt leaves that word out) but counted apart from the known groups.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 sizes = summary.group_sizes(records, schema)
 figs.table(sizes, "01_group_sizes")
 overall = sizes[sizes["split"] == "all"]
@@ -65,6 +67,7 @@ overall.pivot_table(index=["attribute", "group"], values=["count", "share"], sor
 # model sees least.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 cross = summary.intersections(records, schema)
 figs.table(cross, "01_intersections")
 cross
@@ -104,6 +107,7 @@ for column in schema.attribute_names + schema.label_names:
 # prompt names its groups and its clinical labels.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 examples = summary.first_per_group(records, schema.attribute_names[0], 1)
 for prompt in examples["prompt"]:
     print(prompt)
@@ -114,6 +118,7 @@ for prompt in examples["prompt"]:
 # the file, the field and what was expected; `strict=True` raises on the first one instead.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 rejections = records.attrs.get("rejections", pd.DataFrame(columns=["id", "file", "field", "reason"]))
 figs.table(rejections, "01_rejections")
 print(f"{len(rejections)} subjects rejected; unknown demographics kept: {records.attrs.get('unknown', {})}")

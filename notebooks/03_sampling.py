@@ -48,6 +48,7 @@ print(f"sampler: {s['scheduler']}, {s['steps']} steps, guidance {s['guidance_sca
 # Reused when the run is unchanged; a killed run resumes where it stopped.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 methods = list(METHODS)
 test_sets = {m: stages.sampled(ctx, m, "test") for m in methods}
 train_sets = {m: stages.sampled(ctx, m, "train") for m in methods}

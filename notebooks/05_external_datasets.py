@@ -38,6 +38,8 @@ for name in datasets:
         continue
     gen.append(pd.read_csv(folder / "04_generation_metrics.csv").assign(dataset=name))
     sem.append(pd.read_csv(folder / "04_semantic_metrics.csv").assign(dataset=name))
+if not gen:
+    raise RuntimeError(f"no dataset has results under figures/{profile}/: run notebooks 1-4 first")
 gen, sem = pd.concat(gen, ignore_index=True), pd.concat(sem, ignore_index=True)
 print(f"datasets with results: {sorted(gen['dataset'].unique())}")
 

@@ -97,11 +97,20 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batch_loss: 
     return total / max(seen, 1)
 
 
+def device_of(module: nn.Module) -> torch.device:
+    """Where a module's weights live (CPU for a module without any)."""
+    return next(module.parameters(), torch.empty(0)).device
+
+
 @torch.no_grad()
 def batched(fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]], x: torch.Tensor,
-            batch_size: int = 256) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """Apply ``fn`` to ``x`` in batches without gradients and concatenate (tuples element-wise)."""
-    outputs = [fn(chunk) for chunk in x.split(batch_size)]
+            batch_size: int = 256, device: torch.device | str = "cpu") -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Apply ``fn`` to ``x`` in batches on ``device``, without gradients; concatenate on the CPU
+    (tuples element-wise). Only one batch at a time is on the device."""
+    outputs = []
+    for chunk in x.split(batch_size):
+        out = fn(chunk.to(device))
+        outputs.append(tuple(o.cpu() for o in out) if isinstance(out, tuple) else out.cpu())
     if isinstance(outputs[0], tuple):
         return tuple(torch.cat(parts) for parts in zip(*outputs))
     return torch.cat(outputs)
@@ -110,13 +119,15 @@ def batched(fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]
 def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Class probabilities [N, C] in eval mode (float64 numpy)."""
     model.eval()
-    logits = batched(model, images, batch_size)
+    logits = batched(model, images, batch_size, device_of(model))
     return torch.softmax(logits.double(), dim=1).numpy()
 
 
 # ----------------------------------------------------------------------------- models
 class SmallCNN(nn.Module):
-    """The default classifier: four conv blocks and a linear head; trains in about a minute on 2 CPU cores at 32-64 px."""
+    """The default classifier: four conv blocks and a linear head.
+
+    Trains in about a minute on 2 CPU cores (800 images at 64 px, 10 epochs: 65 s measured)."""
 
     def __init__(self, n_classes: int, in_res: int = 64, widths: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
@@ -160,33 +171,37 @@ def build_classifier(arch: str, n_classes: int, in_res: int = 64, weights_path: 
 def train_classifier(train_x: torch.Tensor, train_y: np.ndarray | torch.Tensor, val_x: torch.Tensor,
                      val_y: np.ndarray | torch.Tensor, n_classes: int, epochs: int = 10, batch_size: int = 64,
                      lr: float = 1e-3, seed: int = 0, arch: str = "small_cnn", in_res: int = 64,
-                     weights_path: str | Path | None = None, weight_decay: float = 0.01) -> tuple[nn.Module, pd.DataFrame]:
+                     weights_path: str | Path | None = None, weight_decay: float = 0.01,
+                     device: torch.device | str = "cpu") -> tuple[nn.Module, pd.DataFrame]:
     """Train with cross-entropy (AdamW) and keep the epoch with the best validation AUC.
 
     Returns the model (in eval mode, holding the selected epoch's weights) and a per-epoch
-    history (epoch, train_loss, val_auc, val_acc, selected). The first epoch with the highest
-    val AUC wins; an undefined AUC (one class in val) never wins. Same seed, same model."""
+    history (epoch, train_loss, val_auc, val_acc, selected). The epoch with the highest val AUC
+    wins, ties (common once AUC reaches 1 on an easy task) going to the higher val accuracy, then
+    to the earlier epoch; an undefined AUC (one class in val) ranks last. Same seed, same model
+    (on the CPU; GPU kernels need not be deterministic). Images stay on the CPU, batches move to
+    ``device``."""
     train_y = torch.tensor(np.asarray(train_y), dtype=torch.long)
     val_y = np.asarray(val_y, dtype=np.int64)
     if len(train_y) != len(train_x) or len(val_y) != len(val_x):
         raise ValueError(f"images and labels differ in length: train {len(train_x)} vs {len(train_y)}, "
                          f"val {len(val_x)} vs {len(val_y)}")
     with seeded(seed):
-        model = build_classifier(arch, n_classes, in_res, weights_path)
+        model = build_classifier(arch, n_classes, in_res, weights_path).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         generator = torch.Generator().manual_seed(seed)
-        rows, best_state, best_auc = [], None, -np.inf
+        rows, best_state, best_key = [], None, (-np.inf, -np.inf)
         for epoch in range(1, epochs + 1):
-            loss = train_epoch(model, optimizer, lambda idx: F.cross_entropy(model(train_x[idx]), train_y[idx]),
+            loss = train_epoch(model, optimizer,
+                               lambda idx: F.cross_entropy(model(train_x[idx].to(device)), train_y[idx].to(device)),
                                len(train_x), batch_size, generator)
             proba = predict_proba(model, val_x, batch_size=256)
-            val_auc = M.auc(val_y, proba, n_classes)
-            rows.append({"epoch": epoch, "train_loss": loss, "val_auc": val_auc,
-                         "val_acc": M.accuracy(val_y, proba.argmax(1))})
-            if best_state is None or (np.isfinite(val_auc) and val_auc > best_auc):
-                best_auc = val_auc if np.isfinite(val_auc) else -np.inf
+            val_auc, val_acc = M.auc(val_y, proba, n_classes), M.accuracy(val_y, proba.argmax(1))
+            rows.append({"epoch": epoch, "train_loss": loss, "val_auc": val_auc, "val_acc": val_acc})
+            key = tuple(v if np.isfinite(v) else -np.inf for v in (val_auc, val_acc))
+            if best_state is None or key > best_key:
+                best_key, best_epoch = key, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best_epoch = epoch
     model.load_state_dict(best_state)
     model.eval()
     history = pd.DataFrame(rows)
@@ -215,17 +230,20 @@ def semantic_evaluation(model: nn.Module, test_x: torch.Tensor, test_y: np.ndarr
     n_classes = schema.label(task).n_classes
     y = np.asarray(test_y, dtype=np.int64)
     if len(y) != len(test_x) or len(test_meta) != len(test_x):
-        raise ValueError(f"test images ({len(test_x)}), labels ({len(y)}) and metadata ({len(test_meta)}) differ in length")
+        raise ValueError(f"test images ({len(test_x)}), labels ({len(y)}) and metadata ({len(test_meta)}) "
+                         "differ in length")
     attributes = schema.attribute_names if attributes is None else attributes
     group_matrix = np.stack([group_ids(test_meta, schema, a) for a in attributes], axis=1)
     proba = predict_proba(model, test_x, batch_size)
     present = {a: [g for g in range(len(group_names(schema, a))) if (group_matrix[:, j] == g).any()]
                for j, a in enumerate(attributes)}
 
-    keys: list[tuple[str, str, str]] = [("all", "", "auc"), ("all", "", "acc")]
-    for a in attributes:
-        keys += [(a, group_names(schema, a)[g], m) for g in present[a] for m in ("auc", "acc")]
-        keys += [(a, "", m) for m in ("es_auc", "es_acc", "dpd", "eod", "std_disparity", "max_disparity")]
+    keys: list[tuple[str, str, str, int]] = [("all", "", "auc", len(y)), ("all", "", "acc", len(y))]  # + row count
+    for j, a in enumerate(attributes):
+        ids = group_matrix[:, j]
+        keys += [(a, group_names(schema, a)[g], m, int((ids == g).sum())) for g in present[a] for m in ("auc", "acc")]
+        keys += [(a, "", m, int((ids >= 0).sum()))
+                 for m in ("es_auc", "es_acc", "dpd", "eod", "std_disparity", "max_disparity")]
 
     def all_metrics(y_: np.ndarray, proba_: np.ndarray, groups_: np.ndarray) -> np.ndarray:
         pred = proba_.argmax(1)
@@ -245,16 +263,8 @@ def semantic_evaluation(model: nn.Module, test_x: torch.Tensor, test_y: np.ndarr
         return np.asarray(out, dtype=np.float64)
 
     boot = M.bootstrap(all_metrics, y, proba, group_matrix, n=n_boot, seed=seed, paired=True)
-    rows = []
-    for i, (attribute, group, metric) in enumerate(keys):
-        if attribute == "all":
-            n = len(y)
-        elif group:
-            gid = group_names(schema, attribute).index(group)
-            n = int((group_matrix[:, attributes.index(attribute)] == gid).sum())
-        else:
-            n = int((group_matrix[:, attributes.index(attribute)] >= 0).sum())
-        rows.append({"task": task, "attribute": attribute, "group": group, "n": n, "metric": metric,
-                     "value": boot["point"][i], "boot_mean": boot["mean"][i], "boot_lo": boot["lo"][i],
-                     "boot_hi": boot["hi"][i], "n_valid": int(boot["n_valid"][i])})
+    rows = [{"task": task, "attribute": attribute, "group": group, "n": n, "metric": metric,
+             "value": boot["point"][i], "boot_mean": boot["mean"][i], "boot_lo": boot["lo"][i],
+             "boot_hi": boot["hi"][i], "n_valid": int(boot["n_valid"][i])}
+            for i, (attribute, group, metric, n) in enumerate(keys)]
     return pd.DataFrame(rows, columns=SEMANTIC_COLUMNS)

@@ -26,7 +26,8 @@ from torch import nn
 
 from fairdiff.errors import DataError
 from fairdiff.evaluate import metrics as M
-from fairdiff.evaluate.classifier import InputAdapter, as_unit_float, batched, conv_trunk, seeded, train_epoch
+from fairdiff.evaluate.classifier import (InputAdapter, as_unit_float, batched, conv_trunk, device_of, seeded,
+                                          train_epoch)
 from fairdiff.evaluate.groups import group_ids, group_masks, group_names
 from fairdiff.io import atomic_dir
 from fairdiff.schema import Schema
@@ -63,7 +64,7 @@ def extract(extractor: FeatureExtractor, images: torch.Tensor,
     was_training = extractor.training
     extractor.eval()
     try:
-        return batched(extractor.embed, images, batch_size)
+        return batched(extractor.embed, images, batch_size, device_of(extractor))
     finally:
         extractor.train(was_training)
 
@@ -98,7 +99,7 @@ class DomainEncoder(FeatureExtractor):
         """Write ``config.json`` and ``weights.pt`` (a state dict) atomically into ``directory``."""
         with atomic_dir(directory) as tmp:
             (tmp / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
-            torch.save(self.state_dict(), tmp / "weights.pt")
+            torch.save({k: v.cpu() for k, v in self.state_dict().items()}, tmp / "weights.pt")
         return Path(directory)
 
     @classmethod
@@ -106,13 +107,15 @@ class DomainEncoder(FeatureExtractor):
         directory = Path(directory)
         for part in ("config.json", "weights.pt"):
             if not (directory / part).is_file():
-                raise DataError(directory / part, None, "a DomainEncoder saved with .save() (config.json + weights.pt)", "missing")
+                raise DataError(directory / part, None,
+                                "a DomainEncoder saved with .save() (config.json + weights.pt)", "missing")
         encoder = cls(json.loads((directory / "config.json").read_text()))
         encoder.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu", weights_only=True))
         return encoder.eval()
 
 
-def _training_targets(meta: pd.DataFrame, schema: Schema, include_attributes: bool) -> tuple[dict[str, np.ndarray], list]:
+def _training_targets(meta: pd.DataFrame, schema: Schema,
+                      include_attributes: bool) -> tuple[dict[str, np.ndarray], list]:
     """Per-head class ids (-1 = ignore) and the joint-label classes (label-id tuples seen in training)."""
     targets = {name: group_ids(meta, schema, name) for name in schema.label_names}
     if include_attributes:
@@ -137,15 +140,16 @@ def _fingerprint(meta: pd.DataFrame, images: torch.Tensor, config: dict) -> str:
 
 
 def train_domain_encoder(images: torch.Tensor, meta: pd.DataFrame, schema: Schema, epochs: int = 10,
-                         seed: int = 0, batch_size: int = 64, lr: float = 1e-3, in_res: int = 64,
-                         widths: tuple[int, ...] = (16, 32, 64, 128), include_attributes: bool = False) -> DomainEncoder:
+                         seed: int = 0, batch_size: int = 32, lr: float = 3e-3, in_res: int = 64,
+                         widths: tuple[int, ...] = (16, 32, 64, 128), include_attributes: bool = False,
+                         device: torch.device | str = "cpu") -> DomainEncoder:
     """Train the domain feature encoder on REAL training images, multi-head cross-entropy, AdamW.
 
     Rows of the test split are refused: the test images are the FID reference, and an encoder
     that has seen them would measure closeness to its own training set. Labels of -1 are ignored
     by their head. Attribute heads (``include_attributes``) make the features see demographics,
     which makes per-group FID more sensitive to demographic drift; off by default, like Inception.
-    Same seed, same weights."""
+    Same seed, same weights (on the CPU). Batches move to ``device``; the encoder stays there."""
     if len(meta) != len(images):
         raise ValueError(f"{len(images)} images but {len(meta)} metadata rows")
     if "split" in meta.columns and (meta["split"] == "test").any():
@@ -154,7 +158,8 @@ def train_domain_encoder(images: torch.Tensor, meta: pd.DataFrame, schema: Schem
     images = as_unit_float(images)
     targets, combos = _training_targets(meta, schema, include_attributes)
     if not combos:
-        raise DataError("metadata", " | ".join(schema.label_names), "some rows with every label known (id >= 0)", "none")
+        raise DataError("metadata", " | ".join(schema.label_names), "some rows with every label known (id >= 0)",
+                        "none")
     heads = {name: len(combos) if name == "joint" else len(group_names(schema, name)) for name in targets}
     config = {"schema": schema.name, "in_res": in_res, "widths": list(widths), "heads": heads,
               "joint_classes": [list(c) for c in combos], "include_attributes": include_attributes,
@@ -163,13 +168,13 @@ def train_domain_encoder(images: torch.Tensor, meta: pd.DataFrame, schema: Schem
     tensors = {name: torch.tensor(t) for name, t in targets.items()}
 
     def batch_loss(rows: torch.Tensor) -> torch.Tensor:
-        out = encoder.outputs(images[rows])
-        losses = [F.cross_entropy(out[name], t[rows], ignore_index=-1)
+        out = encoder.outputs(images[rows].to(device))
+        losses = [F.cross_entropy(out[name], t[rows].to(device), ignore_index=-1)
                   for name, t in tensors.items() if (t[rows] >= 0).any()]
         return torch.stack(losses).sum()
 
     with seeded(seed):
-        encoder = DomainEncoder(config)
+        encoder = DomainEncoder(config).to(device)
         optimizer = torch.optim.AdamW(encoder.parameters(), lr=lr)
         generator = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
@@ -237,7 +242,8 @@ def _set_metrics(real_f: np.ndarray, fake_f: np.ndarray, fake_l: np.ndarray, n_b
         for i, metric in enumerate(("fid", "mifid")):
             out[metric] = {k: (v[i] if k != "n_valid" else int(v[i])) for k, v in b.items()}
     if len(fake_l) >= 1:
-        out["is"] = M.bootstrap(lambda lg: M.inception_score_from_logits(lg, splits, seed)[0], fake_l, n=n_boot, seed=seed)
+        out["is"] = M.bootstrap(lambda lg: M.inception_score_from_logits(lg, splits, seed)[0], fake_l,
+                                n=n_boot, seed=seed)
         out["is_std"] = {**nan, "point": M.inception_score_from_logits(fake_l, splits, seed)[1]}
     return out
 
@@ -268,7 +274,8 @@ def generation_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, rea
     for attr, group, real_sel, fake_sel in selections:
         n_real, n_fake = int(real_sel.sum()), int(fake_sel.sum())
         with _blas_threads_for(extractor.num_features):
-            results = _set_metrics(real_f[real_sel], fake_f[fake_sel], fake_l[fake_sel], n_boot, seed, splits, cosine_eps)
+            results = _set_metrics(real_f[real_sel], fake_f[fake_sel], fake_l[fake_sel], n_boot, seed, splits,
+                                   cosine_eps)
         for metric, r in results.items():
             rows.append({"extractor": extractor.name, "attribute": attr, "group": group, "n_real": n_real,
                          "n_fake": n_fake, "small_group": min(n_real, n_fake) < min_group_size, "metric": metric,
@@ -286,7 +293,8 @@ def equity_table(frame: pd.DataFrame, alpha: float = 1.0) -> pd.DataFrame:
     Groups whose value is NaN (fewer than 2 images) are left out and ``n_groups`` counts the rest;
     small groups are kept, as in the paper."""
     rows = []
-    for (extractor, metric), part in frame[frame["metric"].isin(LOWER_IS_BETTER)].groupby(["extractor", "metric"], sort=False):
+    scored = frame[frame["metric"].isin(LOWER_IS_BETTER)]
+    for (extractor, metric), part in scored.groupby(["extractor", "metric"], sort=False):
         overall = part.loc[part["attribute"] == "all", "value"].iloc[0]
         for attr, groups in part[part["attribute"] != "all"].groupby("attribute", sort=False):
             values = groups["value"].dropna()

@@ -69,4 +69,5 @@ def _lookup(schema: Schema, name: str) -> Attribute | Label:
     for item in (*schema.attributes, *schema.labels):
         if item.name == name:
             return item
-    raise ValueError(f"{schema.name}: no attribute or label named {name!r}; expected one of {reported_groupings(schema)}")
+    raise ValueError(f"{schema.name}: no attribute or label named {name!r}; "
+                     f"expected one of {reported_groupings(schema)}")

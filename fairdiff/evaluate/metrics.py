@@ -182,12 +182,16 @@ def fairness_differences(y_true: ArrayLike, y_pred: ArrayLike, groups: ArrayLike
 
 
 def dpd(y_true: ArrayLike, y_pred: ArrayLike, groups: ArrayLike, n_classes: int = 2) -> float:
-    """Demographic parity difference: max - min over groups of P(prediction = 1 | group); see :func:`fairness_differences`."""
+    """Demographic parity difference: max - min over groups of P(prediction = 1 | group).
+
+    See :func:`fairness_differences`."""
     return fairness_differences(y_true, y_pred, groups, n_classes)[0]
 
 
 def eod(y_true: ArrayLike, y_pred: ArrayLike, groups: ArrayLike, n_classes: int = 2) -> float:
-    """Equalized odds difference: the larger of the TPR and FPR gaps between groups; see :func:`fairness_differences`."""
+    """Equalized odds difference: the larger of the TPR and FPR gaps between groups.
+
+    See :func:`fairness_differences`."""
     return fairness_differences(y_true, y_pred, groups, n_classes)[1]
 
 

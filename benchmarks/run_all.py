@@ -1,0 +1,53 @@
+"""Run every benchmark in one go and gather their result CSVs into one table.
+
+    python benchmarks/run_all.py [--skip-trained]
+
+Writes benchmarks/results/summary.md (the table the README shows). The sampling and training
+benchmarks need the mini runs (``make reproduce``); ``--skip-trained`` leaves them out.
+Timings on a shared machine swing with other load: run on a quiet machine.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+STANDALONE = ["bench_synth_fairgenmed.py", "bench_synth_external.py", "bench_index_fairgenmed.py", "bench_fbp.py",
+              "bench_eval_features.py"]
+NEEDS_RUNS = ["bench_train.py", "bench_sample.py"]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub table (pandas' to_markdown needs tabulate, which is not a dependency)."""
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-trained", action="store_true")
+    args = ap.parse_args()
+    scripts = STANDALONE + ([] if args.skip_trained else NEEDS_RUNS)
+    for script in scripts:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(HERE / script)], check=True)
+        print(f"== {script}: {time.perf_counter() - t0:.0f} s", flush=True)
+    parts = []
+    for csv in sorted(RESULTS.glob("*.csv")):
+        frame = pd.read_csv(csv)
+        parts.append(f"### {csv.stem}\n\n{markdown_table(frame)}\n")
+    (RESULTS / "summary.md").write_text("\n".join(parts))
+    print(f"wrote {RESULTS / 'summary.md'}")
+
+
+if __name__ == "__main__":
+    main()

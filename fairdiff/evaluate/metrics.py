@@ -104,12 +104,6 @@ def inception_score_from_logits(logits: ArrayLike, splits: int = 10,
 
 
 # ----------------------------------------------------------------------------- predictions
-def predicted_labels(scores: ArrayLike) -> np.ndarray:
-    """Class predictions: argmax of [N, C] scores, or positive-class probability >= 0.5 for [N] scores."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return (scores >= 0.5).astype(np.int64) if scores.ndim == 1 else scores.argmax(axis=1)
-
-
 def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney statistic on mid-ranks: equal to sklearn's roc_auc_score
     (ties count one half), at a fraction of its cost, which matters inside a bootstrap."""
@@ -209,7 +203,7 @@ def equity_scaled(overall: float, per_group: Mapping[object, float] | Sequence[f
         ES-M = M / (1 + alpha * sum_g |M_g - M|).
     Lower is better (FID): OUR definition (method.md section 4; the paper's formula was not
     available), relative deviations so the penalty does not depend on FID's scale:
-        ES-M = M * (1 + alpha * sum_g |M_g - M| / M).
+        ES-M = M * (1 + alpha * sum_g |M_g - M| / M)  (= M + alpha * sum_g |M_g - M|).
     Both equal M when every group equals M and get worse as groups diverge. A NaN group value
     gives NaN: pass only the groups you mean to count."""
     deviation = np.abs(_values(per_group) - overall).sum()

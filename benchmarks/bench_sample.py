@@ -49,7 +49,7 @@ def main() -> None:
     sub = test.head(args.n)
     prompts, seeds = list(sub["prompt"]), [image_seed(cfg["seed"], i) for i in sub["id"]]
     res, guidance = cfg["data"]["resolution"], cfg["sample"]["guidance_scale"]
-    pipe = load_pipeline(run / "final", unet=cfg["sample"]["unet"])
+    pipe = load_pipeline(run / "final", unet=cfg["sample"]["unet"], dtype=getattr(torch, cfg["sample"]["dtype"]))
     rows = []
     set_scheduler(pipe, "ddim")
     generate(pipe, prompts[:2], seeds[:2], 2, guidance, res)  # warm-up

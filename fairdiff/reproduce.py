@@ -95,7 +95,8 @@ def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = Fal
 
 def refresh_committed_notebooks(names=None) -> None:
     """Regenerate ``notebooks/*.ipynb`` from their ``.py`` sources, executed with the parameters cell's
-    defaults (the smoke profile), without papermill's timing metadata: what CI re-runs with nbval."""
+    defaults (the smoke profile), without papermill's timing metadata or figure pixels: what CI
+    re-runs with nbval."""
     import jupytext
     import nbformat
     import papermill as pm
@@ -113,6 +114,10 @@ def refresh_committed_notebooks(names=None) -> None:
         for cell in nb.cells:
             cell.metadata.pop("papermill", None)
             cell.metadata.pop("execution", None)
+            for output in cell.get("outputs", []):
+                # Figures live in figures/ (and the HTML reports); nbval compares text only. Keeping the
+                # PNGs would put megabytes of smoke-profile pixels into git.
+                output.get("data", {}).pop("image/png", None)
         nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
         with io.atomic_path(NOTEBOOK_DIR / f"{name}.ipynb") as tmp_path:
             nbformat.write(nb, tmp_path)

@@ -122,7 +122,8 @@ def sample_run(run_dir: str | Path, split: str = "test", out: str | Path | None 
     if not final.is_dir():
         raise FileNotFoundError(f"{final}: the run has no final pipeline yet (training unfinished?)")
     schema = get_schema(cfg["dataset"])
-    pipe = load_pipeline(final, unet=unet, device="cuda" if torch.cuda.is_available() else "cpu")
+    pipe = load_pipeline(final, unet=unet, device="cuda" if torch.cuda.is_available() else "cpu",
+                         dtype=getattr(torch, s.get("dtype", "float32")))
     set_scheduler(pipe, scheduler)
     records = load_dataset(cfg["dataset"], cfg["data"]["root"])
     out = Path(out) if out else Path(run_dir).parent / "samples" / cfg["method"] / split

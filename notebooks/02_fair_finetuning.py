@@ -176,7 +176,8 @@ records = stages.dataset(ctx)
 test = records[records["split"] == "test"].sort_values("id").head(4)
 images = []
 for method in methods:
-    pipe = load_pipeline(runs[method] / "final", unet=cfg["sample"]["unet"])
+    pipe = load_pipeline(runs[method] / "final", unet=cfg["sample"]["unet"],
+                         dtype=getattr(torch, cfg["sample"]["dtype"]))
     set_scheduler(pipe, cfg["sample"]["scheduler"])
     seeds = [image_seed(cfg["seed"], i) for i in test["id"]]
     images += list(generate(pipe, list(test["prompt"]), seeds, cfg["sample"]["steps"],

@@ -117,3 +117,26 @@ def test_two_processes_share_sigma_and_gather_both_batches(prepared_base, tmp_pa
     assert (tmp_path / "run" / "final" / "unet").is_dir()
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "step-0000003").glob("rank*.pt")) == [
         "rank0.pt", "rank1.pt"]
+
+
+def test_paper_profile_loads_and_its_first_steps_run_on_a_stand_in(synthetic_fairgenmed, prepared_base, tmp_path):
+    """The paper profile is the authors' setting; here a tiny pipeline stands in for SD 2.1 (no weights
+    offline), the synthetic folder for FairGenMed and full precision for fp16 (no GPU)."""
+    from fairdiff.config import load_config
+    from fairdiff.prepare import base_source, prepare_base
+
+    _, base = prepared_base
+    cfg = load_config("paper")
+    assert cfg["model"]["pretrained"] == "stabilityai/stable-diffusion-2-1"
+    assert (cfg["train"]["lr"], cfg["train"]["steps"], cfg["data"]["resolution"]) == (1e-5, 100000, 512)
+    assert (cfg["fbp"]["window"], cfg["fbp"]["exploitation"], cfg["fbp"]["beta"]) == (30, 0.95, 0.1)
+    assert (cfg["sample"]["scheduler"], cfg["sample"]["steps"], cfg["sample"]["guidance_scale"]) == ("ddim", 75, 7.5)
+    cfg["model"]["pretrained"] = str(base)
+    cfg["data"].update(root=str(synthetic_fairgenmed), resolution=32)
+    cfg["train"].update(mixed_precision="no", batch_size=4, checkpoint_every=2)
+    assert prepare_base(cfg, tmp_path / "base", progress=False)["vae_trained"] is False  # a pretrained VAE is used
+    run = train(cfg, "fairbo", tmp_path / "run", base_source(cfg, tmp_path / "base"), tmp_path / "cache",
+                progress=False, max_steps=2)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["step"]) == [1, 2] and np.isfinite(metrics["loss"]).all()
+    assert latest_checkpoint(run).name == "step-0000002"

@@ -33,7 +33,7 @@ test: env
 	$(BIN)/python -m pytest -q tests notebooks
 
 test-fast: env
-	$(BIN)/python -m pytest -q tests -m "not slow and not multiprocess" -p no:nbval
+	$(BIN)/python -m pytest -q tests -m "not slow and not multiprocess"
 
 ## Regenerate the committed .ipynb twins (smoke outputs) from the reviewed py:percent sources.
 notebooks: env

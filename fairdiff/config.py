@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from fairdiff.env import PROJECT_ROOT
+from fairdiff.env import PROJECT_ROOT, WORK_ROOT
 
 CONFIG_DIR = PROJECT_ROOT / "configs"
 PROFILES = ("smoke", "mini", "paper")
@@ -58,7 +58,7 @@ def load_config(profile: str | Path = "mini", dataset: str | None = None, overri
     if overrides:
         cfg = _merge(cfg, overrides)
     if cfg["data"].get("root") is None:
-        cfg["data"]["root"] = str(PROJECT_ROOT / "data" / "synthetic" / f"{dataset}-{cfg['profile']}")
+        cfg["data"]["root"] = str(WORK_ROOT / "data" / "synthetic" / f"{dataset}-{cfg['profile']}")
         cfg["data"]["synthetic"] = True
     else:
         cfg["data"]["root"] = str((PROJECT_ROOT / cfg["data"]["root"]).resolve()) if not Path(cfg["data"]["root"]).is_absolute() else cfg["data"]["root"]

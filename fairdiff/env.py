@@ -9,6 +9,9 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ROOT = Path(os.environ.get("FAIRDIFF_CACHE", PROJECT_ROOT / ".cache"))
+# Where generated things go (data/synthetic, runs, figures, reports): the checkout by default;
+# FAIRDIFF_WORKDIR moves them, e.g. to compare two reproductions from scratch.
+WORK_ROOT = Path(os.environ.get("FAIRDIFF_WORKDIR", PROJECT_ROOT))
 
 
 def setup() -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from fairdiff import io
-from fairdiff.env import PROJECT_ROOT
+from fairdiff.env import WORK_ROOT
 
 sns.set_theme(style="whitegrid", context="notebook")
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "svg.hashsalt": "fairdiff"})
@@ -25,7 +25,7 @@ class FigureWriter:
     """Writes figures and their data under one folder."""
 
     def __init__(self, profile: str, dataset: str, root: str | Path | None = None):
-        self.dir = Path(root or PROJECT_ROOT / "figures") / profile / dataset
+        self.dir = Path(root or WORK_ROOT / "figures") / profile / dataset
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def table(self, frame: pd.DataFrame, name: str, index: bool = False) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fairdiff import io
 from fairdiff.config import load_config
-from fairdiff.env import PROJECT_ROOT
+from fairdiff.env import PROJECT_ROOT, WORK_ROOT
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 PER_DATASET = ("01_data_curation", "02_fair_finetuning", "03_sampling", "04_analysis")
@@ -69,7 +69,7 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, forc
 
 def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = False) -> int:
     datasets = ALL_DATASETS if "all" in datasets else tuple(datasets)
-    reports = PROJECT_ROOT / "reports" / profile
+    reports = WORK_ROOT / "reports" / profile
     t_all = time.perf_counter()
     stamps = []
     for dataset in datasets:
@@ -89,7 +89,7 @@ def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = Fal
                                   "".join(stamps), force)
             print(f"[{profile}/all] {name}: {'ran' if ran else 'cached'} in {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"reproduction ({profile}; {', '.join(datasets)}) finished in {time.perf_counter() - t_all:.1f} s; "
-          f"executed notebooks in {reports}, figures in {PROJECT_ROOT / 'figures' / profile}")
+          f"executed notebooks in {reports}, figures in {WORK_ROOT / 'figures' / profile}")
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fairdiff.env import PROJECT_ROOT
+from fairdiff.env import WORK_ROOT
 
 METHODS = ("baseline", "random", "fairbo", "reweight", "resample")
 
@@ -44,5 +44,5 @@ class RunLayout:
 
 
 def layout_for(cfg: dict, runs_dir: str | Path | None = None) -> RunLayout:
-    runs_dir = Path(runs_dir) if runs_dir else PROJECT_ROOT / "runs"
+    runs_dir = Path(runs_dir) if runs_dir else WORK_ROOT / "runs"
     return RunLayout(runs_dir / f"{cfg['dataset']}-{cfg['profile']}")

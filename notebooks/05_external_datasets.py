@@ -26,13 +26,13 @@ datasets = ["fairgenmed", "ham10000", "chexpert"]
 # %%
 import pandas as pd
 
-from fairdiff.env import PROJECT_ROOT
+from fairdiff.env import WORK_ROOT
 from fairdiff.plots import FigureWriter, bars_with_ci
 
 figs = FigureWriter(profile, "all")
 gen, sem = [], []
 for name in datasets:
-    folder = PROJECT_ROOT / "figures" / profile / name
+    folder = WORK_ROOT / "figures" / profile / name
     if not (folder / "04_generation_metrics.csv").is_file():
         print(f"{name}: no results yet (run notebooks 1-4 for it)")
         continue

@@ -5,10 +5,21 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import fairdiff  # noqa: F401 - caches inside the project, offline
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The models here are tiny: a second intra-op thread only adds synchronisation (and on a
+    shared machine, waiting for a busy core)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -15,14 +15,7 @@ from fairdiff.evaluate.classifier import (SEMANTIC_COLUMNS, InputAdapter, build_
                                           semantic_evaluation, train_classifier)
 from fairdiff.schema import FAIRGENMED
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: a second intra-op thread only adds synchronisation (and on a
-    shared machine, waiting for a busy core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "in_res": 16}

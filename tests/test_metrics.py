@@ -20,14 +20,7 @@ from fairdiff.evaluate.features import (DomainEncoder, InceptionExtractor, equit
 from fairdiff.evaluate.groups import group_masks, reported_groupings
 from fairdiff.schema import FAIRGENMED, HAM10000
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: a second intra-op thread only adds synchronisation (and on a
-    shared machine, waiting for a busy core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = {"in_res": 16, "widths": (8, 16), "batch_size": 32}  # a domain encoder that trains in a second

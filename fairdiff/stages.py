@@ -83,8 +83,8 @@ def sampled(ctx: Context, method: str, split: str = "test", progress: bool = Fal
     stamp = out / "stage.json"
     if out.exists() and (not stamp.is_file() or json.loads(stamp.read_text()).get("key") != key):
         shutil.rmtree(out)  # samples of an older run of this method
+    io.write_text(stamp, json.dumps({"key": key}))  # first: an interrupted stage resumes, not restarts
     sample_run(run, split=split, out=out, progress=progress)
-    io.write_text(stamp, json.dumps({"key": key}))
     return pd.read_csv(out / "manifest.csv", dtype={"id": str})
 
 

@@ -26,6 +26,7 @@ class Context:
     schema: Schema
     layout: RunLayout
     figures: FigureWriter
+    records: pd.DataFrame | None = None  # the loaded dataset, filled by dataset() once per context
 
 
 def context(profile: str, dataset: str, data_root: str | None = None, seed: int | None = None) -> Context:
@@ -39,11 +40,13 @@ def context(profile: str, dataset: str, data_root: str | None = None, seed: int 
 
 
 def dataset(ctx: Context, progress: bool = False) -> pd.DataFrame:
-    """The dataset's records (generating the synthetic default first if needed)."""
+    """The dataset's records (generating the synthetic default first if needed), indexed once per context."""
     from fairdiff.data import load_dataset
     from fairdiff.prepare import ensure_dataset
 
-    return load_dataset(ctx.cfg["dataset"], ensure_dataset(ctx.cfg, progress=progress))
+    if ctx.records is None:
+        ctx.records = load_dataset(ctx.cfg["dataset"], ensure_dataset(ctx.cfg, progress=progress))
+    return ctx.records
 
 
 def base(ctx: Context, progress: bool = False) -> dict:
@@ -110,6 +113,7 @@ def vae_reconstructions(ctx: Context, n: int = 8):
     import torch
 
     from fairdiff.data.dataset import ImageRecordDataset
+    from fairdiff.data.images import to_uint8
     from fairdiff.models import load_pipeline
     from fairdiff.prepare import base_source
 
@@ -120,11 +124,8 @@ def vae_reconstructions(ctx: Context, n: int = 8):
     vae = load_pipeline(base_source(ctx.cfg, ctx.layout.base)).vae
     with torch.no_grad():
         recon = vae.decode(vae.encode(x).latent_dist.mean).sample
-
-    def to_uint8(t):
-        return ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-    return to_uint8(x), to_uint8(recon), float(np.mean((to_uint8(x) / 255.0 - to_uint8(recon) / 255.0) ** 2))
+    real, rebuilt = to_uint8(x), to_uint8(recon)
+    return real, rebuilt, float(np.mean((real / 255.0 - rebuilt / 255.0) ** 2))
 
 
 # ----------------------------------------------------------------------------- evaluation stages

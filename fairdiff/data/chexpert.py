@@ -46,8 +46,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from fairdiff.data.common import find_file, map_vocab, read_csv, require_dir
-from fairdiff.data.common import find_duplicates, finish_frame, keep_readable, split_by_group
+from fairdiff.data.common import (find_duplicates, find_file, finish_frame, keep_readable, map_vocab, parse_age,
+                                   read_csv, require_dir, split_by_group)
 from fairdiff.errors import DataError, Rejections
 from fairdiff.schema import CHEXPERT
 
@@ -172,7 +172,7 @@ def _parse_row(rec: dict, file: Path, csv_dir: Path, demo: dict | None, rejectio
         patient, study, view = match.groups()
         view_type = ("frontal", "lateral")[map_vocab(rec["Frontal/Lateral"], VIEW_VOCAB, file, "Frontal/Lateral")]
         sex = map_vocab(rec["Sex"], SEX_VOCAB, file, "Sex")
-        age_years = _parse_age(rec["Age"], file)
+        age_years = parse_age(rec["Age"], file, "Age")
         effusion = map_vocab(rec["Pleural Effusion"], EFFUSION_VOCAB, file, "Pleural Effusion")
         raw_effusion = float(rec["Pleural Effusion"]) if rec["Pleural Effusion"].strip() else float("nan")
         if demo is None:
@@ -192,19 +192,6 @@ def _parse_row(rec: dict, file: Path, csv_dir: Path, demo: dict | None, rejectio
                 pleural_effusion=effusion, patient=patient, study=study, view=view, view_type=view_type,
                 ap_pa=rec.get("AP/PA", "").strip(), age_years=age_years, pleural_effusion_raw=raw_effusion,
                 race_text=race_text)
-
-
-def _parse_age(value: str, file: Path) -> float:
-    text = str(value).strip()
-    if not text:
-        return float("nan")
-    try:
-        age = float(text)
-    except ValueError:
-        raise DataError(file, "Age", "an age in years (0-120) or blank", value) from None
-    if not 0 <= age <= 120:
-        raise DataError(file, "Age", "an age in years (0-120) or blank", value)
-    return age
 
 
 def _image_path(raw: str, csv_dir: Path) -> Path:

@@ -55,6 +55,21 @@ def map_vocab(value: object, vocab: Mapping[str, int], file: str | Path, field: 
     return vocab[key]
 
 
+def parse_age(value: object, file: str | Path, field: str, blanks: Iterable[str] = ("",)) -> float:
+    """Age in years; a value in ``blanks`` (lower-cased) is unknown (NaN); anything else that is not a
+    number in 0..120 is an error naming the file and field."""
+    text = str(value).strip()
+    if text.lower() in blanks:
+        return float("nan")
+    try:
+        age = float(text)
+    except ValueError:
+        raise DataError(file, field, "an age in years (0-120) or blank", value) from None
+    if not 0 <= age <= 120:
+        raise DataError(file, field, "an age in years (0-120) or blank", value)
+    return age
+
+
 def check_image(path: Path, field: str = "image") -> None:
     """Fail unless ``path`` is an image file PIL can identify (reads the header only: fast)."""
     if not path.is_file():

@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from fairdiff.data.common import (find_duplicates, find_file, finish_frame, keep_readable, map_vocab,
+from fairdiff.data.common import (find_duplicates, find_file, finish_frame, keep_readable, map_vocab, parse_age,
                                    read_csv, require_dir, split_by_group)
 from fairdiff.errors import DataError, Rejections
 from fairdiff.schema import HAM10000
@@ -121,7 +121,7 @@ def _read_official(root: Path, images: dict[str, Path], rejections: Rejections, 
                 raise DataError(meta_path, "lesion_id", f"a lesion id for image {image_id}", rec["lesion_id"])
             dx = rec["dx"].strip().lower()
             map_vocab(dx, DX_VOCAB, meta_path, "dx")
-            age_years = _parse_age(rec["age"], meta_path)
+            age_years = parse_age(rec["age"], meta_path, "age", blanks=("", "nan", "unknown"))
             if image_id not in images:
                 raise DataError(meta_path, "image_id", f"an image {image_id}.jpg in HAM10000_images_part_1 or _part_2",
                                 "missing")
@@ -136,19 +136,6 @@ def _read_official(root: Path, images: dict[str, Path], rejections: Rejections, 
         row["split"] = split
     return rows
 
-
-def _parse_age(value: str, file: Path) -> float:
-    """Age in years; blank -> NaN (unknown); anything else non-numeric or outside 0..120 is an error."""
-    text = str(value).strip()
-    if text == "" or text.lower() in ("nan", "unknown"):
-        return float("nan")
-    try:
-        age = float(text)
-    except ValueError:
-        raise DataError(file, "age", "an age in years (0-120) or blank", value) from None
-    if not 0 <= age <= 120:
-        raise DataError(file, "age", "an age in years (0-120) or blank", value)
-    return age
 
 
 def _find_split_files(root: Path) -> dict[str, Path] | None:
@@ -195,7 +182,7 @@ def _read_preprocessed(root: Path, files: dict[str, Path], images: dict[str, Pat
                 image = root / rel
                 if not image.is_file():
                     image = images.get(Path(rel).stem, image)
-                age_years = _parse_age(rec["age"], path) if "age" in frame.columns else float("nan")
+                age_years = parse_age(rec["age"], path, "age", blanks=("", "nan", "unknown")) if "age" in frame.columns else float("nan")
                 rows.append(dict(id=image_id, _file=path, split=split, image_path=str(image.resolve()),
                                  sex=map_vocab(rec[cols["sex"]], SEX_VOCAB, path, cols["sex"]),
                                  age=map_vocab(rec[cols["age_binary"]], BINARY_VOCAB, path, cols["age_binary"]),

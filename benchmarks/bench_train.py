@@ -1,15 +1,26 @@
-"""Training step time: cached latents vs the authors' way (both encoders every step), and the
-cost of Fair Bayesian Perturbation over the baseline with BO events amortised.
+"""Training step time: this project's trainer against a loop written the way the authors' script
+works, and the cost of Fair Bayesian Perturbation over the baseline with its BO events amortised.
 
-    python benchmarks/bench_train.py [--profile mini] [--steps 60]
+    python benchmarks/bench_train.py [--profile mini] [--steps 90] [--batch N] [--variants ...]
 
-Same tiny model, data, batch and threads for every variant; one process; the first steps are
-warm-up. Writes benchmarks/results/train.csv.
+Variants (same tiny model, data, batch, threads; one process; fp32; the first steps are warm-up):
+- ``reference``: the authors' loop (reference-code.md section 1.1): a DataLoader opens and
+  preprocesses every image from disk (JPEG decode, min-max stretch, rotate, resize, crop), the
+  tokenizer, CLIP text encoder and VAE run on every batch, then UNet, AdamW and EMA.
+- ``reference-in-memory``: the same with the decoded images held in memory, which separates the
+  cost of the encoders from the cost of reading images.
+- ``fairdiff`` / ``fairdiff-fairbo``: ``fairdiff.train.train`` itself (cached latents and text
+  embeddings, accelerate, EMA, metric logging), timed step to step through its ``on_step`` hook.
+
+Window 30 and 90 timed steps after 5 warm-up steps, so the fairbo timing holds exactly three BO
+events. Writes benchmarks/results/train.csv (train-b<N>.csv with --batch).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,99 +28,128 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-import fairdiff  # noqa: F401
+import fairdiff  # noqa: F401  (cache locations first)
 from fairdiff import io
 from fairdiff.config import load_config
-from fairdiff.fairness import FairBayesianPerturbation
+from fairdiff.data.dataset import ImageRecordDataset
 from fairdiff.models import load_pipeline
-from fairdiff.prepare import base_source, ensure_dataset, load_images, prepare_base, training_cache, training_records
+from fairdiff.prepare import base_source, ensure_dataset, prepare_base, training_cache, training_records
 from fairdiff.runs import layout_for
 from fairdiff.schema import get_schema
+from fairdiff.train import train
 
-OUT = Path(__file__).parent / "results" / "train.csv"
+RESULTS = Path(__file__).parent / "results"
+VARIANTS = ("reference", "reference-in-memory", "fairdiff", "fairdiff-fairbo")
+
+
+def reference_loop(cfg: dict, source: str, in_memory: bool):
+    """One step of the authors' training loop, as a closure (encoders and image decoding inside)."""
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
+
+    schema, tc = get_schema(cfg["dataset"]), cfg["train"]
+    pipe = load_pipeline(source)
+    torch.manual_seed(cfg["seed"])
+    unet = pipe.unet
+    unet.train()
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    opt = torch.optim.AdamW(unet.parameters(), lr=tc["lr"], weight_decay=tc["adam_weight_decay"])
+    ema = EMAModel(unet.parameters(), decay=tc["ema_decay"])
+    data = ImageRecordDataset(training_records(cfg), schema, cfg["data"]["resolution"], cache=in_memory)
+    if in_memory:
+        for i in range(len(data)):
+            data.pixels_uint8(i)
+    loader = torch.utils.data.DataLoader(data, batch_size=tc["batch_size"], shuffle=True, drop_last=True,
+                                         num_workers=0, generator=torch.Generator().manual_seed(cfg["seed"]))
+    batches = iter(())
+
+    def step():
+        nonlocal batches
+        batch = next(batches, None)
+        if batch is None:
+            batches = iter(loader)
+            batch = next(batches)
+        with torch.no_grad():
+            ids = pipe.tokenizer(batch["prompt"], padding="max_length", truncation=True,
+                                 max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+            hidden = pipe.text_encoder(ids)[0]
+            latents = pipe.vae.encode(batch["pixel_values"]).latent_dist.sample() * pipe.vae.config.scaling_factor
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],))
+        pred = unet(sched.add_noise(latents, noise, t), t, hidden).sample
+        per_sample = F.mse_loss(pred.float(), sched.get_velocity(latents, noise, t).float(),
+                                reduction="none").mean(dim=(1, 2, 3))
+        per_sample.mean().backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), tc["max_grad_norm"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.step(unet.parameters())
+    return step
+
+
+def time_reference(step, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_trainer(cfg: dict, method: str, source: str, cache_dir: Path, warmup: int, steps: int) -> list[float]:
+    """Step-to-step times of the real trainer, warm-up steps and the final save left out."""
+    cfg = copy.deepcopy(cfg)
+    cfg["train"].update(steps=warmup + steps, checkpoint_every=10**9)
+    stamps = []
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, method, Path(tmp) / method, source, cache_dir, progress=False,
+              on_step=lambda info: stamps.append(time.perf_counter()))
+    return [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="mini")
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=90)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=None, help="override the profile's batch size")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    cfg = load_config(args.profile)
+    overrides = {"train": {"batch_size": args.batch}} if args.batch else None
+    cfg = load_config(args.profile, overrides=overrides)
     ensure_dataset(cfg, progress=False)
     layout = layout_for(cfg)
     prepare_base(cfg, layout.base, progress=False)
     source = base_source(cfg, layout.base)
-    schema = get_schema(cfg["dataset"])
-    cache = training_cache(cfg, source, layout.cache, progress=False)
-    pipe = load_pipeline(source)
-    records = training_records(cfg)
-    images = load_images(records, schema, cfg["data"]["resolution"], progress=False)
-    B = cfg["train"]["batch_size"]
-    sched = __import__("diffusers").DDPMScheduler.from_config(pipe.scheduler.config)
+    training_cache(cfg, source, layout.cache, progress=False)  # built once, outside the timings
 
-    def make_step(encode_every_step: bool, fbp: FairBayesianPerturbation | None):
-        unet = type(pipe.unet).from_config(pipe.unet.config)
-        unet.load_state_dict(pipe.unet.state_dict())
-        unet.train()
-        opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-        gen = torch.Generator().manual_seed(0)
-
-        def step():
-            idx = torch.randint(len(records), (B,), generator=gen)
-            if encode_every_step:  # the authors' loop: both frozen encoders run every step
-                with torch.no_grad():
-                    latents = pipe.vae.encode(images[idx]).latent_dist.sample() * pipe.vae.config.scaling_factor
-                    ids = pipe.tokenizer([records["prompt"][int(i)] for i in idx], padding="max_length",
-                                         truncation=True, max_length=pipe.tokenizer.model_max_length,
-                                         return_tensors="pt").input_ids
-                    hidden = pipe.text_encoder(ids)[0]
-            else:
-                mean, std = cache.latent_mean[idx], cache.latent_std[idx]
-                latents = (mean + std * torch.randn_like(mean)) * cache.scaling_factor
-                hidden = cache.text[cache.prompt_index[idx]]
-            noise = torch.randn_like(latents)
-            t = torch.randint(0, 1000, (B,))
-            pred = unet(sched.add_noise(latents, noise, t), t, hidden).sample
-            per = F.mse_loss(pred, sched.get_velocity(latents, noise, t), reduction="none").mean(dim=(1, 2, 3))
-            groups = cache.groups[idx]
-            w = fbp.weights(groups) if fbp is not None else torch.ones_like(per)
-            (w * per).mean().backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if fbp is not None:
-                fbp.update(per.detach(), groups)
-        return step
-
-    f = cfg["fbp"]
-    variants = {
-        "reference-style (encoders every step), baseline": lambda: make_step(True, None),
-        "fairdiff (cached latents), baseline": lambda: make_step(False, None),
-        "fairdiff (cached latents), fairbo": lambda: make_step(False, FairBayesianPerturbation(
-            schema.n_groups, window=f["window"], exploitation=f["exploitation"], beta=f["beta"])),
-    }
     rows = []
-    for name, build in variants.items():
-        step = build()
-        for _ in range(args.warmup):
-            step()
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        dt = (time.perf_counter() - t0) / args.steps
-        rows.append({"variant": name, "profile": args.profile, "batch": B, "resolution": cfg["data"]["resolution"],
-                     "steps": args.steps, "s_per_step": dt})
-        print(f"{name:55s} {dt * 1000:8.1f} ms/step", flush=True)
-    frame = pd.DataFrame(rows)
-    ref = frame["s_per_step"].iloc[0]
-    frame["speedup_vs_reference"] = ref / frame["s_per_step"]
-    base_t = frame["s_per_step"].iloc[1]
-    frame["overhead_vs_baseline"] = frame["s_per_step"] / base_t - 1
-    frame["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    io.write_csv(OUT, frame, float_format="%.4g")
-    print(frame.to_string(index=False))
+    for name in args.variants:
+        if name.startswith("reference"):
+            step = reference_loop(cfg, source, in_memory=name.endswith("in-memory"))
+            times = time_reference(step, args.warmup, args.steps)
+        else:
+            method = "fairbo" if name.endswith("fairbo") else "baseline"
+            times = time_trainer(cfg, method, source, layout.cache, args.warmup, args.steps)
+        t = torch.tensor(times)
+        rows.append({"variant": name, "profile": args.profile, "batch": cfg["train"]["batch_size"],
+                     "resolution": cfg["data"]["resolution"], "steps": len(times),
+                     "ms_per_step_mean": 1000 * float(t.mean()), "ms_per_step_median": 1000 * float(t.median())})
+        print(f"{name:22s} {rows[-1]['ms_per_step_mean']:8.1f} ms/step (mean of {len(times)})", flush=True)
+    frame = pd.DataFrame(rows).set_index("variant")
+    if "reference" in frame.index:
+        frame["speedup_vs_reference"] = frame.loc["reference", "ms_per_step_mean"] / frame["ms_per_step_mean"]
+    if {"fairdiff", "fairdiff-fairbo"} <= set(frame.index):
+        frame.loc["fairdiff-fairbo", "fairbo_overhead"] = (frame.loc["fairdiff-fairbo", "ms_per_step_mean"]
+                                                           / frame.loc["fairdiff", "ms_per_step_mean"] - 1)
+    frame["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = RESULTS / ("train.csv" if args.batch is None else f"train-b{args.batch}.csv")
+    io.write_csv(out, frame.reset_index(), float_format="%.4g")
+    print(frame.to_string())
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from fairdiff import io
@@ -33,6 +35,36 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
+@contextmanager
+def peak_rss(interval: float = 0.25):
+    """Track the peak resident memory of this process plus its children (the notebook kernel
+    papermill starts) while the block runs; yields a dict whose ``mib`` is filled in on exit.
+    Sampled every ``interval`` seconds, so a spike shorter than that can be missed."""
+    import psutil
+
+    me, result, done = psutil.Process(), {"mib": 0.0}, threading.Event()
+
+    def sample():
+        while True:
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:  # a child that just exited
+                    pass
+            result["mib"] = max(result["mib"], total / 2**20)
+            if done.wait(interval):
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        done.set()
+        thread.join()
+
+
 def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, force: bool = False) -> tuple[str, bool]:
     """Execute ``notebooks/<name>.py`` into ``out_dir``; returns (stamp, ran)."""
     import jupytext
@@ -51,9 +83,11 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, forc
     with tempfile.TemporaryDirectory() as tmp:
         nb_in = Path(tmp) / f"{name}.ipynb"
         nbformat.write(jupytext.read(source), nb_in)
+        t0 = time.perf_counter()
         try:
-            pm.execute_notebook(str(nb_in), str(running), parameters=parameters, kernel_name="python3",
-                                cwd=str(NOTEBOOK_DIR), progress_bar=False)
+            with peak_rss() as rss:
+                pm.execute_notebook(str(nb_in), str(running), parameters=parameters, kernel_name="python3",
+                                    cwd=str(NOTEBOOK_DIR), progress_bar=False)
         except Exception:
             if running.exists():
                 os.replace(running, failed)  # keep the traceback where the user will look
@@ -63,8 +97,23 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, forc
     failed.unlink(missing_ok=True)
     html, _ = HTMLExporter().from_filename(str(out_nb))
     io.write_text(out_dir / f"{name}.html", html)
+    io.write_text(out_dir / f"{name}.resources.json", json.dumps(
+        {"notebook": name, **parameters, "seconds": round(time.perf_counter() - t0, 1),
+         "peak_rss_mib": round(rss["mib"], 1)}, sort_keys=True))
     io.write_text(stamp_file, stamp)
     return stamp, True
+
+
+def resources_table(reports: Path):
+    """Run time and peak memory of the last real run of every notebook under ``reports``."""
+    import pandas as pd
+
+    rows = [json.loads(p.read_text()) for p in sorted(reports.rglob("*.resources.json"))]
+    return pd.DataFrame(rows, columns=["notebook", "profile", "dataset", "seconds", "peak_rss_mib"])
+
+
+def _peak(out_dir: Path, name: str) -> float:
+    return json.loads((out_dir / f"{name}.resources.json").read_text())["peak_rss_mib"]
 
 
 def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = False) -> int:
@@ -79,8 +128,8 @@ def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = Fal
             t0 = time.perf_counter()
             upstream, ran = run_notebook(name, {"profile": profile, "dataset": dataset}, reports / dataset,
                                          upstream, force)
-            print(f"[{profile}/{dataset}] {name}: {'ran' if ran else 'cached'} in {time.perf_counter() - t0:.1f} s",
-                  flush=True)
+            print(f"[{profile}/{dataset}] {name}: {'ran' if ran else 'cached'} in {time.perf_counter() - t0:.1f} s"
+                  + (f", peak RSS {_peak(reports / dataset, name):.0f} MiB" if ran else ""), flush=True)
         stamps.append(upstream)
     if len(datasets) > 1:
         for name in ACROSS_DATASETS:
@@ -88,6 +137,7 @@ def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = Fal
             _, ran = run_notebook(name, {"profile": profile, "datasets": list(datasets)}, reports / "all",
                                   "".join(stamps), force)
             print(f"[{profile}/all] {name}: {'ran' if ran else 'cached'} in {time.perf_counter() - t0:.1f} s", flush=True)
+    io.write_csv(reports / "resources.csv", resources_table(reports))
     print(f"reproduction ({profile}; {', '.join(datasets)}) finished in {time.perf_counter() - t_all:.1f} s; "
           f"executed notebooks in {reports}, figures in {WORK_ROOT / 'figures' / profile}")
     return 0
@@ -111,7 +161,9 @@ def refresh_committed_notebooks(names=None) -> None:
                                 progress_bar=False)
             nb = nbformat.read(nb_out, as_version=4)
         nb.metadata.pop("papermill", None)
-        for cell in nb.cells:
+        for index, cell in enumerate(nb.cells):
+            # Stable ids (nbformat draws random ones), so a refresh only shows real changes in git.
+            cell.id = hashlib.sha256(f"{name}:{index}:{cell.source}".encode()).hexdigest()[:8]
             cell.metadata.pop("papermill", None)
             cell.metadata.pop("execution", None)
             for output in cell.get("outputs", []):

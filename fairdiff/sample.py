@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fairdiff import io
+from fairdiff.data.images import to_anatomical
 from fairdiff.schema import Schema, get_schema
 
 SCHEDULERS = ("ddim", "dpmsolver")
@@ -53,8 +54,11 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance_sc
 
 
 def _to_anatomical(images: np.ndarray, schema: Schema) -> np.ndarray:
-    # Training frame = anatomical rotated 90 degrees clockwise; undo with a counter-clockwise turn.
-    return np.ascontiguousarray(np.rot90(images, k=1, axes=(1, 2))) if schema.rotate else images
+    """A batch [B, H, W, C] back to the frame of the files on disk (the one rotation rule lives in
+    :func:`fairdiff.data.images.to_anatomical`)."""
+    if not schema.rotate:
+        return images
+    return to_anatomical(torch.from_numpy(images).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def sample_records(pipe, records: pd.DataFrame, schema: Schema, out: str | Path, *, seed: int, steps: int,

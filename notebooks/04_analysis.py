@@ -95,11 +95,16 @@ gap.pivot(index="method", columns="attribute", values="fid_gap").reindex(methods
 # ES-IS = IS / (1 + sum over groups of |IS_g - IS|) (the authors' form for higher-is-better
 # metrics). ES-FID = FID x (1 + sum over groups of |FID_g - FID| / FID) is **our** definition: the
 # paper's formula for FID was not available (method.md section 4). Lower ES-FID and higher ES-IS
-# are better.
+# are better. ES-FID carries a 95 % interval from a joint bootstrap: each resample redraws the
+# whole real and generated sets and recomputes the overall and every group's FID from them.
 
 # %%
 es = pd.concat([equity_table(gen[gen["method"] == m]).assign(method=m) for m in methods], ignore_index=True)
 figs.table(es, "04_equity_scaled_generation")
+es_fid = es[es["metric"] == "es_fid"]
+figs.figure(bars_with_ci(es_fid, x="attribute", y="value", lo="boot_lo", hi="boot_hi", hue="method",
+                         title=f"ES-FID per attribute ({extractor.name})", ylabel="ES-FID (lower is better)"),
+            "04_es_fid", data=es_fid)
 es.pivot_table(index="method", columns=["metric", "attribute"], values="value", sort=False).reindex(methods).round(3)
 
 # %% [markdown]

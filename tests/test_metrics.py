@@ -15,7 +15,7 @@ from torch import nn
 import fairdiff  # noqa: F401  (sets cache variables before torchmetrics is imported)
 from fairdiff.errors import DataError
 from fairdiff.evaluate import metrics as M
-from fairdiff.evaluate.features import (DomainEncoder, InceptionExtractor, equity_table, extract, generation_metrics,
+from fairdiff.evaluate.features import (ES_GROUP, DomainEncoder, InceptionExtractor, equity_table, extract, generation_metrics,
                                         train_domain_encoder)
 from fairdiff.evaluate.groups import group_masks, reported_groupings
 from fairdiff.schema import FAIRGENMED, HAM10000
@@ -337,7 +337,10 @@ def test_generation_metrics_slices_one_extraction(encoder):
     real, real_meta = toy_set(120, seed=11)
     fake, fake_meta = toy_set(100, seed=12)
     table = generation_metrics(real, fake, real_meta, fake_meta, FAIRGENMED, encoder, n_boot=3, min_group_size=30)
-    assert len(table) == (1 + 19) * 4 and set(table["extractor"]) == {encoder.name}
+    per_group = table[table.group != ES_GROUP]
+    attributes = list(dict.fromkeys(per_group.loc[per_group.attribute != "all", "attribute"]))
+    assert len(per_group) == (1 + 19) * 4 and set(table["extractor"]) == {encoder.name}
+    assert list(table.loc[table.group == ES_GROUP, "attribute"]) == attributes
     real_f, fake_f = extract(encoder, real)[0].double().numpy(), extract(encoder, fake)[0].double().numpy()
     row = table[(table.attribute == "race") & (table.group == "Black") & (table.metric == "fid")].iloc[0]
     real_sel, fake_sel = real_meta["race"].to_numpy() == 1, fake_meta["race"].to_numpy() == 1
@@ -348,6 +351,24 @@ def test_generation_metrics_slices_one_extraction(encoder):
     sizes = table[table.metric == "fid"]
     assert (sizes.small_group == (sizes[["n_real", "n_fake"]].min(axis=1) < 30)).all()
     assert (table[table.metric != "is_std"].n_valid == 3).all()
+
+
+def test_es_fid_interval_comes_from_a_joint_bootstrap_of_the_same_statistic(encoder):
+    """The ES-FID row's point value is ES over the table's own group FIDs, its interval brackets
+    spread (lo < hi), and equity_table reports that interval next to its ES-FID."""
+    real, real_meta = toy_set(120, seed=21)
+    fake, fake_meta = toy_set(100, seed=22)
+    table = generation_metrics(real, fake, real_meta, fake_meta, FAIRGENMED, encoder, n_boot=20, min_group_size=30)
+    es = equity_table(table).set_index(["metric", "attribute"])
+    for attr in ("race", "gender"):
+        row = table[(table.group == ES_GROUP) & (table.attribute == attr)].iloc[0]
+        fids = table[(table.attribute == attr) & (table.metric == "fid")]["value"].dropna()
+        overall = table[(table.attribute == "all") & (table.metric == "fid")]["value"].iloc[0]
+        assert row.value == pytest.approx(M.equity_scaled(overall, fids.to_numpy(), higher_is_better=False))
+        assert es.loc[("es_fid", attr), "value"] == pytest.approx(row.value)
+        assert row.boot_lo < row.boot_hi and row.n_valid == 20
+        assert (es.loc[("es_fid", attr), "boot_lo"], es.loc[("es_fid", attr), "boot_hi"]) == (row.boot_lo, row.boot_hi)
+    assert es.xs("es_mifid")["boot_lo"].isna().all()  # only ES-FID has a joint bootstrap
 
 
 def test_equity_table_by_hand():

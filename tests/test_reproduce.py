@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from fairdiff.reproduce import PER_DATASET, peak_rss
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,5 +36,19 @@ def test_two_smoke_runs_from_scratch_write_identical_tables(tmp_path):
     differing = [str(p) for p in tables_a if (a / p).read_bytes() != (b / p).read_bytes()]
     assert not differing, f"tables differ between two identical runs: {differing}"
     assert (a / "reports" / "smoke" / "fairgenmed" / "04_analysis.html").is_file()
+    resources = pd.read_csv(a / "reports" / "smoke" / "resources.csv")
+    assert list(resources["notebook"]) == list(PER_DATASET)
+    assert (resources["seconds"] > 0).all() and (resources["peak_rss_mib"] > 100).all()
     # nothing changed: every notebook is reused
     assert _reproduce(a) < 60
+
+
+def test_peak_rss_sees_the_memory_of_a_child_process():
+    """The notebook kernel is a child of the runner: its memory must count."""
+    hold = "import time; block = b'x' * (400 * 2**20); time.sleep(1.0)"
+    with peak_rss(interval=0.05) as rss:
+        subprocess.run([sys.executable, "-c", hold], check=True)
+    assert rss["mib"] > 400
+    with peak_rss(interval=0.05) as idle:
+        time.sleep(0.2)
+    assert idle["mib"] < rss["mib"] - 300

@@ -250,6 +250,37 @@ def _set_metrics(real_f: np.ndarray, fake_f: np.ndarray, fake_l: np.ndarray, n_b
     return out
 
 
+ES_GROUP = "(equity-scaled)"
+
+
+def _equity_fid_bootstrap(real_f: np.ndarray, fake_f: np.ndarray, real_masks: dict, fake_masks: dict, n_boot: int,
+                          seed: int) -> dict[str, dict]:
+    """ES-FID of every attribute with a joint bootstrap: each resample draws the whole real and
+    generated sets once and recomputes the overall FID and every group's FID from those rows, so
+    the interval carries the dependence between the overall and group values. Groups with fewer
+    than 2 images in a resample are left out of that resample's ES, as in :func:`equity_table`."""
+    attributes = list(dict.fromkeys(a for a, _ in real_masks))
+
+    def es_per_attribute(ri: np.ndarray, fi: np.ndarray) -> np.ndarray:
+        real, fake = real_f[ri], fake_f[fi]
+        overall = M.fid_from_features(real, fake) if len(ri) >= 2 and len(fi) >= 2 else np.nan
+        out = []
+        for attr in attributes:
+            fids = []
+            for (a, group), real_mask in real_masks.items():
+                if a == attr:
+                    r, f = real[real_mask[ri]], fake[fake_masks[(a, group)][fi]]
+                    if len(r) >= 2 and len(f) >= 2:
+                        fids.append(M.fid_from_features(r, f))
+            out.append(M.equity_scaled(overall, fids, higher_is_better=False) if fids else np.nan)
+        return np.array(out)
+
+    b = M.bootstrap(es_per_attribute, np.arange(len(real_f)), np.arange(len(fake_f)), n=n_boot, seed=seed,
+                    paired=False)
+    return {attr: {k: (float(v[i]) if k != "n_valid" else int(v[i])) for k, v in b.items()}
+            for i, attr in enumerate(attributes)}
+
+
 def generation_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, real_meta: pd.DataFrame,
                        fake_meta: pd.DataFrame, schema: Schema, extractor: FeatureExtractor, n_boot: int = 100,
                        min_group_size: int = 50, seed: int = 0, attributes: list[str] | None = None,
@@ -261,7 +292,9 @@ def generation_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, rea
     :data:`GENERATION_COLUMNS`: the group sizes, ``small_group`` when either side has fewer than
     ``min_group_size`` images (FID is biased upward and noisy there; with fewer than 2 images it is
     NaN), the point value, and a percentile bootstrap (real and generated sets resampled
-    independently). ``is_std`` is IS's spread over its splits, without a bootstrap.
+    independently). ``is_std`` is IS's spread over its splits, without a bootstrap. Per attribute,
+    one more row (group ``ES_GROUP``, metric ``es_fid``) holds ES-FID with a joint bootstrap over
+    the whole sets (see :func:`_equity_fid_bootstrap`); :func:`equity_table` reports it.
 
     Read with care (measured on synthetic FairGenMed, 64 px, domain encoder):
     - resampled sets hold duplicates, so bootstrap FIDs sit above the point value (overall: 1.13,
@@ -282,6 +315,12 @@ def generation_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, rea
     selections += [(attr, group, real_masks[(attr, group)], fake_masks[(attr, group)]) for attr, group in real_masks]
 
     rows = []
+    with _blas_threads_for(extractor.num_features):
+        es = _equity_fid_bootstrap(real_f, fake_f, real_masks, fake_masks, n_boot, seed)
+    for attr, r in es.items():
+        rows.append({"extractor": extractor.name, "attribute": attr, "group": ES_GROUP, "n_real": len(real_f),
+                     "n_fake": len(fake_f), "small_group": False, "metric": "es_fid", "value": r["point"],
+                     "boot_mean": r["mean"], "boot_lo": r["lo"], "boot_hi": r["hi"], "n_valid": r["n_valid"]})
     for attr, group, real_sel, fake_sel in selections:
         n_real, n_fake = int(real_sel.sum()), int(fake_sel.sum())
         with _blas_threads_for(extractor.num_features):
@@ -302,15 +341,21 @@ def equity_table(frame: pd.DataFrame, alpha: float = 1.0) -> pd.DataFrame:
     definition, FID * (1 + alpha * sum_g |FID_g - FID| / FID) (see
     :func:`fairdiff.evaluate.metrics.equity_scaled`; the paper's formula was not available).
     Groups whose value is NaN (fewer than 2 images) are left out and ``n_groups`` counts the rest;
-    small groups are kept, as in the paper."""
+    small groups are kept, as in the paper. ES-FID carries the bootstrap interval that
+    :func:`generation_metrics` computed (``boot_lo``/``boot_hi``; NaN for the others)."""
     rows = []
+    es_boot = frame[frame["metric"] == "es_fid"].set_index(["extractor", "attribute"])
     scored = frame[frame["metric"].isin(LOWER_IS_BETTER)]
     for (extractor, metric), part in scored.groupby(["extractor", "metric"], sort=False):
         overall = part.loc[part["attribute"] == "all", "value"].iloc[0]
         for attr, groups in part[part["attribute"] != "all"].groupby("attribute", sort=False):
             values = groups["value"].dropna()
+            lo = hi = np.nan
+            if metric == "fid" and alpha == 1.0 and (extractor, attr) in es_boot.index:
+                lo, hi = es_boot.loc[(extractor, attr), ["boot_lo", "boot_hi"]]
             rows.append({"extractor": extractor, "attribute": attr, "metric": f"es_{metric}",
                          "value": M.equity_scaled(overall, values.to_numpy(), not LOWER_IS_BETTER[metric], alpha),
-                         "overall": overall, "n_groups": len(values), "higher_is_better": not LOWER_IS_BETTER[metric]})
-    return pd.DataFrame(rows, columns=["extractor", "attribute", "metric", "value", "overall", "n_groups",
-                                       "higher_is_better"])
+                         "boot_lo": lo, "boot_hi": hi, "overall": overall, "n_groups": len(values),
+                         "higher_is_better": not LOWER_IS_BETTER[metric]})
+    return pd.DataFrame(rows, columns=["extractor", "attribute", "metric", "value", "boot_lo", "boot_hi", "overall",
+                                       "n_groups", "higher_is_better"])

@@ -1,7 +1,7 @@
 """Sampling speed: batched vs one image at a time (same steps), and the paper's DDIM-75 against
 DPM-Solver++ with few steps, with the FID each reaches on the test split.
 
-    python benchmarks/bench_sample.py [--profile mini] [--method baseline] [--n 64]
+    python benchmarks/bench_sample.py [--profile mini] [--method baseline] [--n 160]
 
 Needs a trained run (``make reproduce`` or ``fairdiff train``). Writes benchmarks/results/sample.csv.
 """
@@ -37,7 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="mini")
     ap.add_argument("--method", default="baseline")
-    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--n", type=int, default=160, help="test prompts for the FID comparison (mini: all 160)")
     args = ap.parse_args()
     ctx = stages.context(args.profile, "fairgenmed")
     cfg, schema = ctx.cfg, ctx.schema
@@ -54,10 +54,11 @@ def main() -> None:
     set_scheduler(pipe, "ddim")
     generate(pipe, prompts[:2], seeds[:2], 2, guidance, res)  # warm-up
     steps = cfg["sample"]["steps"]
-    _, t_one = timed(pipe, prompts[:16], seeds[:16], steps, guidance, res, batch=1)
-    _, t_batch = timed(pipe, prompts[:16], seeds[:16], steps, guidance, res, batch=16)
-    rows += [{"variant": f"ddim {steps} steps, batch 1", "images": 16, "seconds": t_one},
-             {"variant": f"ddim {steps} steps, batch 16", "images": 16, "seconds": t_batch}]
+    k = min(len(prompts), cfg["sample"]["batch_size"])  # the batch the reproduction samples with
+    _, t_one = timed(pipe, prompts[:k], seeds[:k], steps, guidance, res, batch=1)
+    _, t_batch = timed(pipe, prompts[:k], seeds[:k], steps, guidance, res, batch=k)
+    rows += [{"variant": f"ddim {steps} steps, batch 1", "images": k, "seconds": t_one},
+             {"variant": f"ddim {steps} steps, batch {k}", "images": k, "seconds": t_batch}]
     encoder = stages.domain_encoder(ctx)
     real_f = extract(encoder, to_unit_tensor(real_uint8(test, schema, res)))[0].double().numpy()
     for name, n_steps in (("ddim", 75), ("dpmsolver", cfg["sample"]["steps"])):

@@ -18,9 +18,12 @@ import pandas as pd
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-STANDALONE = ["bench_synth_fairgenmed.py", "bench_synth_external.py", "bench_index_fairgenmed.py", "bench_fbp.py",
-              "bench_eval_features.py"]
-NEEDS_RUNS = ["bench_train.py", "bench_sample.py"]
+STANDALONE = [["bench_synth_fairgenmed.py"], ["bench_synth_external.py"], ["bench_index_fairgenmed.py"],
+              ["bench_fbp.py"], ["bench_eval_features.py"]]
+NEEDS_RUNS = [["bench_train.py"],
+              # FBP's overhead shrinks as steps get longer: the same comparison at a ~1 s step
+              ["bench_train.py", "--batch", "128", "--variants", "fairdiff", "fairdiff-fairbo"],
+              ["bench_sample.py"]]
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -37,10 +40,10 @@ def main() -> None:
     ap.add_argument("--skip-trained", action="store_true")
     args = ap.parse_args()
     scripts = STANDALONE + ([] if args.skip_trained else NEEDS_RUNS)
-    for script in scripts:
+    for script, *script_args in scripts:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(HERE / script)], check=True)
-        print(f"== {script}: {time.perf_counter() - t0:.0f} s", flush=True)
+        subprocess.run([sys.executable, str(HERE / script), *script_args], check=True)
+        print(f"== {' '.join([script, *script_args])}: {time.perf_counter() - t0:.0f} s", flush=True)
     parts = []
     for csv in sorted(RESULTS.glob("*.csv")):
         frame = pd.read_csv(csv)

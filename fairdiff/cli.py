@@ -84,6 +84,13 @@ def _cmd_notebooks(args) -> int:
     return 0
 
 
+def _cmd_results(args) -> int:
+    from fairdiff.report import results_markdown
+
+    print(results_markdown(args.profile, args.dataset), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairdiff", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("notebooks", help="re-execute notebooks/*.ipynb (smoke profile) from their .py sources")
     p.add_argument("names", nargs="*", help="notebook names without extension (default: all)")
     p.set_defaults(func=_cmd_notebooks)
+
+    p = sub.add_parser("results", help="print the README's results tables from a reproduction's CSVs")
+    p.add_argument("--profile", default="mini", choices=("smoke", "mini", "paper"))
+    p.add_argument("--dataset", default="fairgenmed", choices=DATASETS)
+    p.set_defaults(func=_cmd_results)
     return parser
 
 

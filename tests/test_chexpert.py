@@ -282,9 +282,9 @@ def test_refuses_to_overwrite_folders_it_did_not_make(tmp_path, cxr):
     foreign = tmp_path / "real"
     foreign.mkdir()
     (foreign / "train.csv").write_text("Path\n")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(DataError):
         generate_chexpert(foreign, 2, progress=False)
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(DataError, match="overwrite=True"):
         generate_chexpert(cxr[0], 2, progress=False)
 
 

@@ -294,10 +294,10 @@ def test_refuses_to_overwrite_folders_it_did_not_make(tmp_path, ham):
     foreign = tmp_path / "real_data"
     foreign.mkdir()
     (foreign / "precious.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not made by"):
+    with pytest.raises(DataError, match="not made by"):
         generate_ham10000(foreign, 2, progress=False)
     assert (foreign / "precious.txt").read_text() == "keep me"
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(DataError, match="overwrite=True"):
         generate_ham10000(ham, 2, progress=False)
     mine = tmp_path / "mine"
     generate_ham10000(mine, 2, seed=0, progress=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fairdiff.report import results_markdown
 from fairdiff.reproduce import PER_DATASET, peak_rss
 
 pytestmark = pytest.mark.slow
@@ -39,6 +40,10 @@ def test_two_smoke_runs_from_scratch_write_identical_tables(tmp_path):
     resources = pd.read_csv(a / "reports" / "smoke" / "resources.csv")
     assert list(resources["notebook"]) == list(PER_DATASET)
     assert (resources["seconds"] > 0).all() and (resources["peak_rss_mib"] > 100).all()
+    # the README's tables print from these files
+    gen = pd.read_csv(a / "figures" / "smoke" / "fairgenmed" / "04_generation_metrics.csv")
+    fid = gen[(gen.method == "baseline") & (gen.attribute == "all") & (gen.metric == "fid")]["value"].iloc[0]
+    assert f"| baseline | {fid:.1f} [" in results_markdown("smoke", "fairgenmed", root=a)
     # nothing changed: every notebook is reused
     assert _reproduce(a) < 60
 

@@ -52,9 +52,8 @@ subject's labels and image depend on the seed and its number only, not on ``n``.
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -64,13 +63,12 @@ from PIL import Image
 from scipy.special import expit, ndtri
 from tqdm.auto import tqdm
 
+from fairdiff.data.synth.render import PARAMS_FILE, check_output_dir, params_json
 from fairdiff.data.synth.fundus import EyeLook, refraction_amounts, render_fundus, slo_rgb, slo_rgb_array
-from fairdiff.errors import DataError
 from fairdiff.io import atomic_dir, write_csv, write_text
 
 GENERATOR = "fairdiff.data.synth.fairgenmed"
 GENERATOR_VERSION = "1"
-PARAMS_FILE = "synth_params.json"
 SUMMARY_FILE = "data_summary.csv"
 SUBJECTS_FILE = "synth_subjects.csv"
 
@@ -364,7 +362,7 @@ def generate_fairgenmed(out: str | Path, n: int, seed: int = 0, params: FundusSy
     out = Path(out)
     params = params or FundusSynthParams()
     subjects = draw_subjects(n, seed, params)
-    _check_target(out, overwrite)
+    check_output_dir(out, GENERATOR, overwrite)
     summary = summary_frame(subjects)
     with atomic_dir(out) as tmp:
         for split in SPLIT_DIRS:
@@ -374,9 +372,7 @@ def generate_fairgenmed(out: str | Path, n: int, seed: int = 0, params: FundusSy
             write_subject(tmp / row["split"], row, seed)
         write_csv(tmp / SUMMARY_FILE, summary)
         write_csv(tmp / SUBJECTS_FILE, subjects)
-        write_text(tmp / PARAMS_FILE, json.dumps(
-            {"generator": GENERATOR, "version": GENERATOR_VERSION, "seed": seed, "n": n, "params": asdict(params)},
-            indent=2) + "\n")
+        write_text(tmp / PARAMS_FILE, params_json(GENERATOR, GENERATOR_VERSION, seed, n, params))
     return summary
 
 
@@ -388,24 +384,3 @@ def write_subject(folder: Path, subject: Mapping, seed: int) -> None:
     ints = {key: np.int64(subject[key]) for key in ("glaucoma", "race", "male", "hispanic", "maritalstatus", "language")}
     np.savez(folder / subject["filename"], **ints, md=np.float32(subject["md"]), age=np.float32(subject["age"]),
              slo_fundus=slo_rgb_array(small))  # uncompressed: see the module docstring
-
-
-def _check_target(out: Path, overwrite: bool) -> None:
-    """Refuse to replace anything but an empty folder or, with ``overwrite``, one this generator made."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise DataError(out, None, "a folder to write the synthetic dataset into", "an existing file")
-    if not any(out.iterdir()):
-        return
-    made_here = False
-    try:
-        made_here = json.loads((out / PARAMS_FILE).read_text()).get("generator") == GENERATOR
-    except (OSError, ValueError, AttributeError):
-        pass
-    if not made_here:
-        raise DataError(out, None, "an empty or missing folder (it holds files this generator did not write; "
-                                   "choose another folder)", "a non-empty folder")
-    if not overwrite:
-        raise DataError(out, PARAMS_FILE, "overwrite=True to replace a synthetic dataset made earlier",
-                        "an existing synthetic dataset")

@@ -19,6 +19,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageChops
 
+from fairdiff.errors import DataError
+
 PARAMS_FILE = "synth_params.json"
 
 
@@ -196,21 +198,20 @@ def check_output_dir(out: str | Path, generator: str, overwrite: bool) -> Path:
     if not out.exists():
         return out
     if not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder; refusing to write a dataset there")
+        raise DataError(out, None, "a folder to write the synthetic dataset into", "an existing file")
     if not any(out.iterdir()):
         return out
-    record = out / PARAMS_FILE
     made_by = None
-    if record.is_file():
-        try:
-            made_by = json.loads(record.read_text()).get("generator")
-        except (json.JSONDecodeError, AttributeError):
-            made_by = None
+    try:
+        made_by = json.loads((out / PARAMS_FILE).read_text()).get("generator")
+    except (OSError, ValueError, AttributeError):
+        pass
     if made_by != generator:
-        raise FileExistsError(f"{out}: a non-empty folder not made by {generator} (no matching {PARAMS_FILE}); "
-                              "refusing to overwrite it")
+        raise DataError(out, PARAMS_FILE, f"an empty or missing folder, or one made by {generator} "
+                                          "(choose another folder)", f"a non-empty folder not made by {generator}")
     if not overwrite:
-        raise FileExistsError(f"{out}: already holds a dataset made by {generator}; pass overwrite=True to replace it")
+        raise DataError(out, PARAMS_FILE, "overwrite=True to replace a synthetic dataset made earlier",
+                        f"an existing dataset made by {generator}")
     return out
 
 

@@ -1,0 +1,95 @@
+"""The README's results tables, printed from the CSVs a reproduction wrote (``fairdiff results``).
+
+Numbers in the README are pasted from this output, never typed by hand, so each one traces back
+to a file in ``figures/<profile>/<dataset>/`` and the command that made it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fairdiff.env import WORK_ROOT
+
+METHOD_ORDER = ["real", "baseline", "random", "fairbo", "reweight", "resample"]
+
+
+def _with_interval(value: float, lo: float, hi: float, digits: int) -> str:
+    if pd.isna(lo) or pd.isna(hi):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    return "\n".join([head, rule, *("| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False))])
+
+
+def _ordered(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return frame.sort_values(column, key=lambda s: s.map(lambda m: rank.get(m, len(rank))), kind="stable")
+
+
+def _read(folder: Path, name: str) -> pd.DataFrame:
+    path = folder / f"{name}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run the reproduction first (make reproduce)")
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def generation_summary(folder: Path, attributes: list[str]) -> pd.DataFrame:
+    """Per method: FID and IS with intervals, ES-FID per attribute with its interval, FID gap."""
+    gen, es, gap = (_read(folder, n) for n in ("04_generation_metrics", "04_equity_scaled_generation", "04_fid_gap"))
+    rows = []
+    for method in dict.fromkeys(gen["method"]):
+        g = gen[(gen["method"] == method) & (gen["attribute"] == "all")].set_index("metric")
+        row = {"method": method}
+        for metric, label, digits in (("fid", "FID", 1), ("is", "IS", 2)):
+            r = g.loc[metric]
+            row[label] = _with_interval(r["value"], r["boot_lo"], r["boot_hi"], digits)
+        e = es[(es["method"] == method) & (es["metric"] == "es_fid")].set_index("attribute")
+        for attr in attributes:
+            r = e.loc[attr]
+            row[f"ES-FID {attr}"] = _with_interval(r["value"], r.get("boot_lo"), r.get("boot_hi"), 1)
+        gp = gap[gap["method"] == method].set_index("attribute")["fid_gap"]
+        row["FID gap " + " / ".join(attributes)] = " / ".join(f"{gp[a]:.1f}" for a in attributes)
+        rows.append(row)
+    return _ordered(pd.DataFrame(rows), "method")
+
+
+def classifier_summary(folder: Path, attribute: str) -> pd.DataFrame:
+    """Per training source: AUC with interval for every task, and ES-AUC over ``attribute``."""
+    sem = _read(folder, "04_semantic_metrics")
+    rows = []
+    for source in dict.fromkeys(sem["source"]):
+        part = sem[sem["source"] == source]
+        row = {"trained on": source if source == "real" else f"{source} images"}
+        for task in dict.fromkeys(part["task"]):
+            t = part[part["task"] == task]
+            auc = t[(t["metric"] == "auc") & (t["attribute"] == "all")].iloc[0]
+            es = t[(t["metric"] == "es_auc") & (t["attribute"] == attribute)].iloc[0]
+            row[f"{task} AUC"] = _with_interval(auc["value"], auc["boot_lo"], auc["boot_hi"], 3)
+            row[f"{task} ES-AUC ({attribute})"] = _with_interval(es["value"], es["boot_lo"], es["boot_hi"], 3)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame["_key"] = [s.split()[0] for s in frame["trained on"]]
+    return _ordered(frame, "_key").drop(columns="_key")
+
+
+def results_markdown(profile: str = "mini", dataset: str = "fairgenmed", root: Path | None = None) -> str:
+    from fairdiff.schema import get_schema
+
+    root = Path(root) if root else WORK_ROOT
+    folder = root / "figures" / profile / dataset
+    attributes = list(get_schema(dataset).attribute_names)
+    parts = [f"Tables from `{folder.relative_to(root)}`.", "", _table(generation_summary(folder, attributes)), "",
+             _table(classifier_summary(folder, attributes[0]))]
+    resources = root / "reports" / profile / "resources.csv"
+    if resources.is_file():
+        r = pd.read_csv(resources)
+        r = r[r["dataset"] == dataset] if "dataset" in r else r
+        r = r.assign(minutes=(r["seconds"] / 60).round(1), peak_rss_mib=r["peak_rss_mib"].round(0).astype(int))
+        parts += ["", _table(r[["notebook", "minutes", "peak_rss_mib"]]),
+                  "", f"total: {r['seconds'].sum() / 60:.1f} min"]
+    return "\n".join(parts) + "\n"

@@ -64,7 +64,12 @@ def _to_anatomical(images: np.ndarray, schema: Schema) -> np.ndarray:
 def sample_records(pipe, records: pd.DataFrame, schema: Schema, out: str | Path, *, seed: int, steps: int,
                    guidance_scale: float, resolution: int, batch_size: int, unet_name: str, scheduler: str,
                    progress: bool = True) -> pd.DataFrame:
-    """Write ``<out>/images/<id>.png`` for every record and ``<out>/manifest.csv``; skip existing images."""
+    """Write ``<out>/images/<id>.png`` for every record and ``<out>/manifest.csv``; skip existing images.
+
+    Records are drawn in fixed chunks of ``batch_size`` (positions in ``records``), and a chunk with
+    any image missing is drawn whole, writing only the missing ones. An image therefore always
+    comes from the same batch, so a run resumed after a kill writes the same bits as one that was
+    never stopped, in float32 too (where an image's last bits depend on its batch)."""
     out = Path(out)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -73,17 +78,20 @@ def sample_records(pipe, records: pd.DataFrame, schema: Schema, out: str | Path,
     manifest["path"] = [str(img_dir / f"{i}.png") for i in manifest["id"]]
     manifest["unet"], manifest["scheduler"], manifest["steps"], manifest["guidance_scale"] = (
         unet_name, scheduler, steps, guidance_scale)
-    todo = manifest[[not Path(p).is_file() for p in manifest["path"]]]
-    bar = tqdm(total=len(manifest), initial=len(manifest) - len(todo), desc=f"sample {out.name}",
+    missing = np.array([not Path(p).is_file() for p in manifest["path"]], dtype=bool)
+    bar = tqdm(total=len(manifest), initial=int((~missing).sum()), desc=f"sample {out.name}",
                disable=not progress, mininterval=1.0)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo.iloc[start:start + batch_size]
+    for start in range(0, len(manifest), batch_size):
+        todo = missing[start:start + batch_size]
+        if not todo.any():
+            continue
+        chunk = manifest.iloc[start:start + batch_size]
         images = _to_anatomical(generate(pipe, list(chunk["prompt"]), list(chunk["seed"]), steps,
                                          guidance_scale, resolution), schema)
-        for img, path in zip(images, chunk["path"]):
+        for img, path in zip(images[todo], chunk["path"][todo]):
             with io.atomic_path(path) as tmp:
                 Image.fromarray(img).save(tmp, format="PNG")
-        bar.update(len(chunk))
+        bar.update(int(todo.sum()))
     bar.close()
     io.write_csv(out / "manifest.csv", manifest)
     return manifest

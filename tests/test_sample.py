@@ -47,7 +47,7 @@ def test_image_is_the_same_at_batch_sizes_1_and_4(pipe_and_records, tmp_path):
 def test_resume_skips_finished_images_and_writes_no_duplicates(pipe_and_records, tmp_path, monkeypatch):
     pipe, records = pipe_and_records
     out = tmp_path / "run"
-    _sample(pipe, records.head(2), out, batch_size=2)  # "killed" after the first two images
+    _sample(pipe, records.head(2), out, batch_size=2)  # "killed" after the first chunk of two
     done = {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
     calls = []
     import fairdiff.sample as sample_mod
@@ -55,14 +55,35 @@ def test_resume_skips_finished_images_and_writes_no_duplicates(pipe_and_records,
     real_generate = sample_mod.generate
     monkeypatch.setattr(sample_mod, "generate", lambda pipe, prompts, *a, **k: calls.append(len(prompts)) or
                         real_generate(pipe, prompts, *a, **k))
-    manifest = _sample(pipe, records, out, batch_size=4)
-    assert calls == [2]  # only the two missing images were generated
+    manifest = _sample(pipe, records, out, batch_size=2)
+    assert calls == [2]  # only the chunk with missing images was drawn
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f"{i}.png" for i in records["id"])
     assert all((out / "images" / n).stat().st_mtime_ns == t for n, t in done.items())
     assert list(manifest["id"]) == list(records["id"]) and manifest["id"].is_unique
     on_disk = pd.read_csv(out / "manifest.csv", dtype={"id": str})
     assert list(on_disk["seed"]) == [image_seed(0, i) for i in records["id"]]
     assert set(on_disk["unet"]) == {"raw"}
+
+
+def test_float32_resume_writes_the_same_bits_as_an_uninterrupted_run(prepared_base, pipe_and_records, tmp_path):
+    """A kill inside a chunk: the resumed run redraws that whole chunk (same batch, same bits in
+    float32) and writes only the image that was missing."""
+    _, base = prepared_base
+    pipe = load_pipeline(base, dtype=torch.float32)
+    set_scheduler(pipe, "dpmsolver")
+    _, records = pipe_and_records
+    full = _sample(pipe, records, tmp_path / "full", batch_size=2)
+    reference = _pixels(full)
+    interrupted = tmp_path / "interrupted"
+    _sample(pipe, records, interrupted, batch_size=2)
+    lost = interrupted / "images" / f"{records['id'].iloc[2]}.png"
+    kept = interrupted / "images" / f"{records['id'].iloc[3]}.png"
+    lost.unlink()
+    kept_time = kept.stat().st_mtime_ns
+    resumed = _pixels(_sample(pipe, records, interrupted, batch_size=2))
+    for key in reference:
+        np.testing.assert_array_equal(resumed[key], reference[key])
+    assert kept.stat().st_mtime_ns == kept_time  # the chunk-mate was redrawn but not rewritten
 
 
 def test_generated_images_are_rotated_back_to_the_stored_frame(pipe_and_records, tmp_path, monkeypatch):

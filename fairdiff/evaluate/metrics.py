@@ -10,7 +10,6 @@ import warnings
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import scipy.linalg
 import scipy.special
 import scipy.stats
 import torch
@@ -30,27 +29,21 @@ def fid_from_features(real: ArrayLike, fake: ArrayLike) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (FID when the features are Inception's).
 
     d = |mu_r - mu_f|^2 + tr(S_r + S_f - 2 (S_r S_f)^(1/2)), unbiased covariances (N - 1), as in
-    torchmetrics. ``scipy.linalg.sqrtm`` of a product of two PSD matrices is real in exact
-    arithmetic; rounding leaves tiny imaginary parts, which we drop. When fewer samples than
-    feature dimensions make the covariances singular, the square root can fail; we then add
-    1e-6 to both diagonals (the pytorch-fid recipe) rather than return NaN."""
+    torchmetrics. Only the trace of the square root is needed, and it is the sum of the square
+    roots of the eigenvalues of S_r S_f (real and >= 0 in exact arithmetic: the product of two PSD
+    matrices is similar to a PSD one). That is about twice as fast as ``scipy.linalg.sqrtm`` at d = 128,
+    which matters inside a bootstrap, and stays finite when few samples make the covariances
+    singular; rounding leaves tiny negative or imaginary parts, which are dropped."""
     real, fake = _as_float64_2d(real, "real features"), _as_float64_2d(fake, "fake features")
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"feature sizes differ: real {real.shape[1]}, fake {fake.shape[1]}")
     mu_r, mu_f = real.mean(0), fake.mean(0)
     cov_r, cov_f = np.cov(real, rowvar=False, ddof=1), np.cov(fake, rowvar=False, ddof=1)
     cov_r, cov_f = np.atleast_2d(cov_r), np.atleast_2d(cov_f)
-    with warnings.catch_warnings():
-        # Singular covariances (N <= d, dead units) are expected in small groups: sqrtm still
-        # agrees with the eigenvalue route to ~1e-8 there, and small_group flags those rows.
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(cov_r @ cov_f)
-        if not np.isfinite(covmean).all():
-            offset = 1e-6 * np.eye(cov_r.shape[0])
-            covmean = scipy.linalg.sqrtm((cov_r + offset) @ (cov_f + offset))
-    covmean = np.real(covmean)
+    eigenvalues = np.linalg.eigvals(cov_r @ cov_f)
+    trace_sqrt = np.sqrt(np.clip(eigenvalues.real, 0.0, None)).sum()
     diff = mu_r - mu_f
-    return float(diff @ diff + np.trace(cov_r) + np.trace(cov_f) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(cov_r) + np.trace(cov_f) - 2.0 * trace_sqrt)
 
 
 def memorization_distance(real: ArrayLike, fake: ArrayLike, cosine_eps: float = 0.1) -> float:

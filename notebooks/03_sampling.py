@@ -17,8 +17,9 @@
 # As in the paper, every test subject's own prompt generates one image; the evaluation in
 # notebook 4 compares them with the real test images, overall and per group. Every training
 # subject's prompt also generates one image: the classifiers of notebook 4 learn from those.
-# Each image has its own seed derived from the subject id (the same image whatever the batch),
-# and is rotated back to the anatomical frame. A condition grid varies one group word at a time
+# Each image has its own seed derived from the subject id and is always drawn in the same fixed
+# batch, so a rerun, or a run resumed after a kill, writes the same bits. Images are rotated back
+# to the anatomical frame. A condition grid varies one group word at a time
 # with everything else fixed.
 
 # %% tags=["parameters"]

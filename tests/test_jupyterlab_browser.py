@@ -118,7 +118,7 @@ def jupyterlab(tmp_path):
             proc.kill()
 
 
-def test_notebook_01_runs_in_jupyterlab_in_chromium(jupyterlab, tmp_path):
+def test_notebook_01_runs_in_jupyterlab_in_chromium(jupyterlab):
     _requirements_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -167,6 +167,6 @@ def test_notebook_01_runs_in_jupyterlab_in_chromium(jupyterlab, tmp_path):
     assert len(code) == n_code
     assert all(c.execution_count for c in code), f"a code cell never ran (screenshot {shot})"
     assert shot.stat().st_size > 10_000
-    # The notebook really ran against the synthetic data: the first cell prints the subject count.
+    # The notebook really ran against the synthetic data: its first code cell prints the subject count.
     printed = "".join(o.get("text", "") for c in code for o in c.outputs if o.output_type == "stream")
     assert "subjects from synthetic fairgenmed data" in printed

@@ -76,8 +76,16 @@ for attr in schema.attribute_names:
     figs.figure(bars_with_ci(part, x="label", y="value", lo="boot_lo", hi="boot_hi", hue="method",
                              title=f"FID per {attr} group ({extractor.name})", ylabel="FID"),
                 f"04_fid_by_{attr}", data=part)
+
+# %% [markdown]
+# The group sizes behind those FIDs (the same for every method: one generated image per real test
+# image). CI checks this table against the committed smoke run; the metric values themselves are
+# checked by `tests/test_reproduce.py`, which requires two smoke runs to write byte-identical CSVs.
+
+# %%
+# NBVAL_CHECK_OUTPUT
 sizes = per_group.drop_duplicates(["attribute", "group"])[["attribute", "group", "n_real", "n_fake", "small_group"]]
-sizes
+sizes.reset_index(drop=True)
 
 # %% [markdown]
 # ## The per-group FID gap

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairdiff.report import markdown_table
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 STANDALONE = [["bench_synth_fairgenmed.py"], ["bench_synth_external.py"], ["bench_index_fairgenmed.py"],
@@ -24,15 +26,6 @@ NEEDS_RUNS = [["bench_train.py"],
               # FBP's overhead shrinks as steps get longer: the same comparison at a ~1 s step
               ["bench_train.py", "--batch", "128", "--variants", "fairdiff", "fairdiff-fairbo"],
               ["bench_sample.py"]]
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub table (pandas' to_markdown needs tabulate, which is not a dependency)."""
-    def cell(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def main() -> None:

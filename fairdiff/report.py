@@ -20,10 +20,14 @@ def _with_interval(value: float, lo: float, hi: float, digits: int) -> str:
     return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def _table(frame: pd.DataFrame) -> str:
-    head = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    return "\n".join([head, rule, *("| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False))])
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub table, floats to 4 significant digits (pandas' to_markdown needs tabulate, which is
+    not a dependency). Also used by benchmarks/run_all.py."""
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def _ordered(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -83,13 +87,13 @@ def results_markdown(profile: str = "mini", dataset: str = "fairgenmed", root: P
     root = Path(root) if root else WORK_ROOT
     folder = root / "figures" / profile / dataset
     attributes = list(get_schema(dataset).attribute_names)
-    parts = [f"Tables from `{folder.relative_to(root)}`.", "", _table(generation_summary(folder, attributes)), "",
-             _table(classifier_summary(folder, attributes[0]))]
+    parts = [f"Tables from `{folder.relative_to(root)}`.", "", markdown_table(generation_summary(folder, attributes)), "",
+             markdown_table(classifier_summary(folder, attributes[0]))]
     resources = root / "reports" / profile / "resources.csv"
     if resources.is_file():
         r = pd.read_csv(resources)
         r = r[r["dataset"] == dataset] if "dataset" in r else r
         r = r.assign(minutes=(r["seconds"] / 60).round(1), peak_rss_mib=r["peak_rss_mib"].round(0).astype(int))
-        parts += ["", _table(r[["notebook", "minutes", "peak_rss_mib"]]),
+        parts += ["", markdown_table(r[["notebook", "minutes", "peak_rss_mib"]]),
                   "", f"total: {r['seconds'].sum() / 60:.1f} min"]
     return "\n".join(parts) + "\n"

@@ -4,7 +4,7 @@ works, and the cost of Fair Bayesian Perturbation over the baseline with its BO 
     python benchmarks/bench_train.py [--profile mini] [--steps 90] [--batch N] [--variants ...]
 
 Variants (same tiny model, data, batch, threads; one process; fp32; the first steps are warm-up):
-- ``reference``: the authors' loop (reference-code.md section 1.1): a DataLoader opens and
+- ``reference``: the authors' loop (docs/method.md §1.2): a DataLoader opens and
   preprocesses every image from disk (JPEG decode, min-max stretch, rotate, resize, crop), the
   tokenizer, CLIP text encoder and VAE run on every batch, then UNet, AdamW and EMA.
 - ``reference-in-memory``: the same with the decoded images held in memory, which separates the

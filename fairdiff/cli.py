@@ -1,16 +1,47 @@
-"""The ``fairdiff`` command (also ``python -m fairdiff``): one subcommand per stage of the paper."""
+"""The ``fairdiff`` command (also ``python -m fairdiff``): one subcommand per stage of the pipeline.
+
+``prepare``, ``train``, ``sample``, ``evaluate`` and ``report`` call the same stage functions as
+the notebooks, on the same folders (:mod:`fairdiff.stages`), so work done by either is reused by
+the other. Expected problems (a bad config, a bad dataset, a run that would be overwritten) print
+one line and exit with 2; a traceback is shown for real bugs, or for everything with ``--debug``.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-DATASETS = ("fairgenmed", "ham10000", "chexpert")
+from fairdiff.config import DATASETS, METHODS
+
+EXIT_BAD_INPUT = 2
 
 
-def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="mini", help="profile name (smoke, mini, paper) or a YAML file")
+def _add_config(p: argparse.ArgumentParser, runs: bool = True) -> None:
+    p.add_argument("--config", default="mini", help="profile name (smoke, mini, paper) or a YAML file anywhere")
     p.add_argument("--dataset", choices=DATASETS, default=None, help="dataset (default: the profile's)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override one setting, validated like the profile (repeatable), e.g. --set fbp.window=10")
+    if runs:
+        p.add_argument("--runs", default=None, help="runs folder (default: runs/)")
+
+
+def _context(args):
+    from fairdiff import stages
+
+    return stages.context(args.config, args.dataset, sets=args.sets, runs=getattr(args, "runs", None))
+
+
+def _report_rejections(ctx, records) -> None:
+    """Print the loader's rejections as a table and keep it beside the runs."""
+    from fairdiff import io
+    from fairdiff.data import rejection_table
+
+    table = rejection_table(records)
+    if len(table):
+        print(f"{len(table)} rejected rows or files (data.strict=false skips them; --strict makes them errors):")
+        print(table.to_string(index=False))
+        io.write_csv(ctx.layout.root / "rejections.csv", table)
+        print(f"rejection table written to {ctx.layout.root / 'rejections.csv'}")
 
 
 def _cmd_synth(args) -> int:
@@ -22,59 +53,82 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_prepare(args) -> int:
-    from fairdiff.config import load_config
-    from fairdiff.prepare import ensure_dataset, prepare_base
-    from fairdiff.runs import layout_for
+    from fairdiff import stages
+    from fairdiff.prepare import prepare_base
 
-    cfg = load_config(args.config, args.dataset)
-    ensure_dataset(cfg)
-    summary = prepare_base(cfg, layout_for(cfg, args.runs).base, force=args.force)
-    print(summary)
+    if args.strict:
+        args.sets.append("data.strict=true")
+    ctx = _context(args)
+    _report_rejections(ctx, stages.dataset(ctx, progress=True))
+    print(prepare_base(ctx.cfg, ctx.layout.base, force=args.force))
     return 0
 
 
 def _cmd_train(args) -> int:
-    from fairdiff.config import load_config
-    from fairdiff.prepare import base_source, ensure_dataset, prepare_base
-    from fairdiff.runs import layout_for
-    from fairdiff.train import train
+    from fairdiff import stages
 
-    cfg = load_config(args.config, args.dataset)
-    layout = layout_for(cfg, args.runs)
-    from accelerate import PartialState
-
-    state = PartialState(cpu=True) if not _cuda() else PartialState()
+    if args.strict:
+        args.sets.append("data.strict=true")
+    ctx = _context(args)
+    state = stages._main_process()
     if state.is_main_process:
-        ensure_dataset(cfg)
-        prepare_base(cfg, layout.base)
-    state.wait_for_everyone()
-    out = Path(args.out) if args.out else layout.method(args.method)
-    train(cfg, args.method, out, base_source(cfg, layout.base), layout.cache, resume=args.resume,
-          max_steps=args.max_steps)
+        _report_rejections(ctx, stages.dataset(ctx, progress=True))
+    run = stages.trained(ctx, args.method, progress=True, resume=args.resume or True, restart=args.restart,
+                         retrain=args.retrain, max_steps=args.max_steps, out=args.out)
     if state.is_main_process:
-        print(f"run written to {out}")
+        print(f"run: {run}")
     return 0
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _cmd_sample(args) -> int:
-    from fairdiff.sample import sample_run
+    from fairdiff import stages
 
-    out = sample_run(args.run, split=args.split, out=args.out, unet=args.unet, scheduler=args.scheduler,
-                     steps=args.steps, batch_size=args.batch_size)
-    print(f"samples written to {out}")
+    if args.run:  # a run folder anywhere: its own config, these overrides
+        from fairdiff import stage_keys
+        from fairdiff.sample import run_config, sample_stage_run
+
+        if not args.out:
+            raise SystemExit("fairdiff sample: --run needs --out")
+        cfg = run_config(args.run)
+        sample = dict(cfg["sample"])
+        for key, value in (("unet", args.unet), ("scheduler", args.scheduler), ("steps", args.steps),
+                           ("batch_size", args.batch_size)):
+            if value is not None:
+                sample[key] = value
+        stamp = stage_keys.read_stamp(args.run) or {}
+        st = stage_keys.stage("sample", {"sample": sample}, {"train": stamp.get("key", str(Path(args.run).resolve()))},
+                              method=cfg.get("method"), split=args.split)
+        out = sample_stage_run(args.run, args.out, st, sample, split=args.split, progress=True)
+    else:
+        ctx = _context(args)
+        for method in args.methods or ctx.cfg["methods"]:
+            stages.sampled(ctx, method, args.split, progress=True)
+        out = ctx.layout.root / "samples"
+    print(f"samples: {out}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from fairdiff.analysis import evaluate, tables_dir
+
+    ctx = _context(args)
+    evaluate(ctx, args.methods or None, progress=True)
+    print(f"tables: {tables_dir(ctx)}")
+    return 0
+
+
+def _cmd_results(args) -> int:
+    from fairdiff.report import results_markdown
+
+    runs = getattr(args, "runs", None)
+    print(results_markdown(args.config, args.dataset, runs=runs, sets=args.sets), end="")
     return 0
 
 
 def _cmd_reproduce(args) -> int:
     from fairdiff.reproduce import reproduce
 
-    return reproduce(profile=args.profile, datasets=args.datasets, force=args.force)
+    return reproduce(profile=args.profile, datasets=args.datasets, force=args.force, sets=args.sets)
 
 
 def _cmd_notebooks(args) -> int:
@@ -84,15 +138,9 @@ def _cmd_notebooks(args) -> int:
     return 0
 
 
-def _cmd_results(args) -> int:
-    from fairdiff.report import results_markdown
-
-    print(results_markdown(args.profile, args.dataset), end="")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fairdiff", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fairdiff", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show a traceback for every error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic dataset in the real on-disk format")
@@ -103,54 +151,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a synthetic folder this command made")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("prepare", help="data (synthetic default) and the starting pipeline (tiny: trains its VAE)")
+    p = sub.add_parser("prepare", help="stage dataset + base: data (synthetic default) and the starting pipeline")
     _add_config(p)
-    p.add_argument("--runs", default=None, help="runs folder (default: runs/)")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--strict", action="store_true", help="a bad row or file is an error (data.strict=true)")
+    p.add_argument("--force", action="store_true", help="rebuild the base pipeline even if its key is unchanged")
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("train", help="fine-tune with a method; works under `accelerate launch`")
+    p = sub.add_parser("train", help="stage train: fine-tune with a method (resumes by default; works under "
+                                     "`accelerate launch`)")
     _add_config(p)
-    p.add_argument("--method", required=True, choices=("baseline", "random", "fairbo", "reweight", "resample"))
+    p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<profile>/<method>)")
-    p.add_argument("--runs", default=None)
-    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    p.add_argument("--resume", default=None, help="a checkpoint folder to resume from (default: the newest intact one)")
+    p.add_argument("--restart", action="store_true", help="move the run aside and start again from step 0")
+    p.add_argument("--retrain", action="store_true",
+                   help="a run trained with other settings is moved to <method>.old-<timestamp>/ and trained again")
     p.add_argument("--max-steps", type=int, default=None, help="stop early (the schedule is unchanged)")
+    p.add_argument("--strict", action="store_true", help="a bad row or file is an error (data.strict=true)")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("sample", help="one image per record of a split, plus the condition grid")
-    p.add_argument("--run", required=True, help="a training run folder")
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", required=True)
-    p.add_argument("--unet", choices=("raw", "ema"), default=None, help="default: the profile's sample.unet")
+    p = sub.add_parser("sample", help="stage sample: one image per record of a split (+ the condition grid)")
+    _add_config(p)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: the profile's methods")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--run", default=None, help="instead of --config: a training run folder anywhere")
+    p.add_argument("--out", default=None, help="with --run: the output folder")
+    p.add_argument("--unet", choices=("raw", "ema"), default=None, help="with --run: override sample.unet")
     p.add_argument("--scheduler", choices=("ddim", "dpmsolver"), default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.set_defaults(func=_cmd_sample)
 
+    p = sub.add_parser("evaluate", help="stage evaluate: every table of notebook 04 (trains/samples what is missing)")
+    _add_config(p)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: the profile's methods")
+    p.set_defaults(func=_cmd_evaluate)
+
+    for name in ("report", "results"):
+        p = sub.add_parser(name, help="stage report: print the README's results tables from the evaluation tables")
+        _add_config(p)
+        p.set_defaults(func=_cmd_results)
+
     p = sub.add_parser("reproduce", help="run every notebook with papermill; figures/ and reports/ regenerated")
-    p.add_argument("--profile", default="mini", choices=("smoke", "mini", "paper"))
+    p.add_argument("--profile", default="mini", help="profile name or YAML file")
     p.add_argument("--datasets", nargs="+", default=["fairgenmed"], choices=DATASETS + ("all",))
-    p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p.add_argument("--force", action="store_true", help="re-execute every notebook (stages still reuse their work)")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("notebooks", help="re-execute notebooks/*.ipynb (smoke profile) from their .py sources")
     p.add_argument("names", nargs="*", help="notebook names without extension (default: all)")
     p.set_defaults(func=_cmd_notebooks)
-
-    p = sub.add_parser("results", help="print the README's results tables from a reproduction's CSVs")
-    p.add_argument("--profile", default="mini", choices=("smoke", "mini", "paper"))
-    p.add_argument("--dataset", default="fairgenmed", choices=DATASETS)
-    p.set_defaults(func=_cmd_results)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     import fairdiff
+    from fairdiff.errors import ConfigError, DataError, RunConflict
 
     fairdiff.env.setup()  # cache folders inside the project, offline, before heavy imports
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    expected: tuple[type[BaseException], ...] = (ConfigError, DataError, RunConflict)
+    try:
+        from fairdiff.errors import CheckpointError
+        expected += (CheckpointError,)
+    except ImportError:
+        pass
+    try:
+        return args.func(args)
+    except expected as err:
+        if args.debug:
+            raise
+        print(f"fairdiff {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -1,23 +1,72 @@
-"""Profiles (smoke, mini, paper) as YAML files: every default in one visible place.
+"""Profiles (smoke, mini, paper, or a YAML file anywhere) resolved into one validated, nested dict.
 
-A profile may ``inherit`` another and carries per-dataset overrides under ``datasets``; the
-resolved config is a plain nested dict, saved next to every run so a result names its settings."""
+``configs/mini.yaml`` declares every setting the code reads, with its default; the other profiles
+inherit it and change values. A profile may ``inherit`` another (by name, from anywhere, or by
+path) and carries per-dataset overrides under ``datasets``. ``--set key.path=value`` overrides
+come last. Every source is checked before any work starts: an unknown key names the file, the key
+path and the closest valid key; a wrong type or an impossible value names the key and what was
+expected. The resolved config is saved next to every run, so a result names its settings.
+"""
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fairdiff.env import PROJECT_ROOT, WORK_ROOT
+from fairdiff.errors import ConfigError
 
 CONFIG_DIR = PROJECT_ROOT / "configs"
 PROFILES = ("smoke", "mini", "paper")
+DEFAULTS = CONFIG_DIR / "mini.yaml"
+DATASETS = ("fairgenmed", "ham10000", "chexpert")
+METHODS = ("baseline", "random", "fairbo", "reweight", "resample")
+
+# Passed whole to diffusers/transformers config constructors, which check their own keys.
+OPEN_MAPPINGS = {"model.vae", "model.unet", "model.text"}
+# Keys whose default is null: the type a value must have when it is set.
+NULLABLE = {"data.root": str, "model.pretrained": str, "evaluate.inception_weights": str,
+            "evaluate.classifiers[].image_size": int, "evaluate.classifiers[].weights": str}
+CHOICES = {
+    "dataset": DATASETS,
+    "methods[]": METHODS,
+    "data.preprocess": ("ours", "authors"),
+    "model.prediction_type": ("v_prediction", "epsilon"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "sample.scheduler": ("ddim", "dpmsolver"),
+    "sample.unet": ("ema", "raw"),
+    "sample.dtype": ("float32", "float16", "bfloat16", "float64"),
+    "evaluate.classifiers[].arch": ("small_cnn", "efficientnet_b1", "vit_b16"),
+}
+# (low, high, what): inclusive bounds; None is open.
+RANGES = {
+    "seed": (0, None), "data.n": (1, None), "data.resolution": (8, None), "data.val_fraction": (0.0, 0.9),
+    "data.num_workers": (0, None),
+    "vae.steps": (0, None), "vae.batch_size": (1, None), "vae.lr": (0.0, None), "vae.kl_weight": (0.0, None),
+    "train.steps": (1, None), "train.batch_size": (1, None), "train.gradient_accumulation_steps": (1, None),
+    "train.lr": (0.0, None), "train.adam_weight_decay": (0.0, None), "train.max_grad_norm": (0.0, None),
+    "train.ema_decay": (0.0, 1.0), "train.uncond_prob": (0.0, 1.0), "train.checkpoint_every": (1, None),
+    "train.keep_checkpoints": (1, None), "train.log_every": (1, None),
+    "fbp.window": (2, None), "fbp.exploitation": (0.0, 1.0), "fbp.beta": (0.0, None),
+    "fbp.bo_restarts": (1, None), "fbp.bo_raw_samples": (1, None),
+    "sample.steps": (1, None), "sample.guidance_scale": (0.0, None), "sample.batch_size": (1, None),
+    "sample.grid_per_group": (0, None),
+    "evaluate.encoder.epochs": (1, None), "evaluate.encoder.lr": (0.0, None), "evaluate.encoder.batch_size": (1, None),
+    "evaluate.classifiers[].image_size": (8, None), "evaluate.classifiers[].lr": (0.0, None),
+    "evaluate.classifiers[].epochs": (1, None), "evaluate.classifiers[].batch_size": (1, None),
+    "evaluate.n_boot": (1, None), "evaluate.min_group_size": (1, None), "evaluate.is_splits": (1, None),
+    "evaluate.mifid_eps": (0.0, 2.0),
+}
+STRICTLY_POSITIVE = {"vae.lr", "train.lr", "evaluate.encoder.lr", "evaluate.classifiers[].lr"}
 
 
+# ----------------------------------------------------------------------------- reading profiles
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in over.items():
@@ -28,46 +77,227 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read(path: Path) -> dict:
+def _resolve_path(name_or_path: str | Path, base: Path = CONFIG_DIR) -> Path:
+    """A profile name (``smoke``) is always a file of ``configs/``, wherever the including file
+    lives; a ``.yaml`` path is taken as given, else relative to the including file."""
+    p = Path(name_or_path)
+    if p.suffix not in (".yaml", ".yml"):
+        return CONFIG_DIR / f"{name_or_path}.yaml"
+    if p.is_absolute() or p.exists():
+        return p
+    return base / p
+
+
+def _load_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found (profiles: {', '.join(PROFILES)})")
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+        raise ConfigError(f"{path}: config file not found (profiles in {CONFIG_DIR}: "
+                          f"{', '.join(sorted(q.stem for q in CONFIG_DIR.glob('*.yaml')))})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level")
-    parent = data.pop("inherit", None)
-    if parent:
-        data = _merge(_read(_resolve_path(parent, path.parent)), data)
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
     return data
 
 
-def _resolve_path(name_or_path: str | Path, base: Path = CONFIG_DIR) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml"):
-        return p if p.is_absolute() or p.exists() else base / p
-    return base / f"{name_or_path}.yaml"
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'inherit' forms a cycle ({' -> '.join(map(str, seen + (path,)))})")
+    data = _load_yaml(path)
+    check_keys(data, str(path), profile_file=True)
+    parent = data.pop("inherit", None)
+    if parent:
+        data = _merge(_read(_resolve_path(parent, path.parent), seen + (path,)), data)
+    return data
 
 
-def load_config(profile: str | Path = "mini", dataset: str | None = None, overrides: dict | None = None) -> dict[str, Any]:
-    """Resolve a profile name or YAML path, apply the dataset's overrides, then ``overrides``."""
-    cfg = _read(_resolve_path(profile))
+@lru_cache(maxsize=1)
+def _reference() -> dict:
+    """The declared settings and their defaults: configs/mini.yaml without its per-dataset block."""
+    data = _load_yaml(DEFAULTS)
+    data.pop("datasets", None)
+    data.pop("inherit", None)
+    return data
+
+
+# ----------------------------------------------------------------------------- validation
+def _fail(origin: str, path: str, message: str) -> None:
+    raise ConfigError(f"{origin}: {path}: {message}")
+
+
+def _template_path(path: str) -> str:
+    """``evaluate.classifiers.1.arch`` -> ``evaluate.classifiers[].arch`` (the rule's name)."""
+    parts = path.split(".")
+    out = []
+    for part in parts:
+        if part.isdigit():
+            out[-1] += "[]"
+        else:
+            out.append(part)
+    return ".".join(out)
+
+
+def check_keys(tree: dict, origin: str, ref: dict | None = None, prefix: str = "", profile_file: bool = False) -> None:
+    """Every key of ``tree`` must be declared in the reference (configs/mini.yaml)."""
+    ref = _reference() if ref is None else ref
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if profile_file and not prefix and key == "inherit":
+            continue
+        if profile_file and not prefix and key == "datasets":
+            if not isinstance(value, dict):
+                _fail(origin, path, "expected a mapping of dataset name to overrides")
+            for name, sub in value.items():
+                if name not in DATASETS:
+                    _fail(origin, f"datasets.{name}", f"unknown dataset; expected one of {', '.join(DATASETS)}")
+                if not isinstance(sub, dict):
+                    _fail(origin, f"datasets.{name}", "expected a mapping of overrides")
+                check_keys(sub, origin, ref, "")
+            continue
+        if key not in ref:
+            close = difflib.get_close_matches(str(key), [str(k) for k in ref], n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys here: {', '.join(map(str, ref))}"
+            _fail(origin, path, "unknown key" + hint)
+        expected = ref[key]
+        if path in OPEN_MAPPINGS:
+            if not isinstance(value, dict):
+                _fail(origin, path, f"expected a mapping, got {value!r}")
+        elif isinstance(expected, dict):
+            if not isinstance(value, dict):
+                _fail(origin, path, f"expected a mapping of {', '.join(map(str, expected))}, got {value!r}")
+            check_keys(value, origin, expected, f"{path}.")
+        elif isinstance(expected, list) and expected and isinstance(expected[0], dict):
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                _fail(origin, path, f"expected a list of mappings, got {value!r}")
+            for i, item in enumerate(value):
+                check_keys(item, origin, expected[0], f"{path}.{i}.")
+
+
+def _check_leaf(origin: str, path: str, value: Any, default: Any) -> None:
+    rule = _template_path(path)
+    if default is None:
+        kind = NULLABLE.get(rule)
+        if value is None or kind is None:
+            return
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            _fail(origin, path, f"expected an integer or null, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            _fail(origin, path, f"expected a string (a path or name) or null, got {value!r}")
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            _fail(origin, path, f"expected true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(origin, path, f"expected an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(origin, path, f"expected a number, got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            _fail(origin, path, f"expected a string, got {value!r}")
+    if rule in CHOICES and value not in CHOICES[rule]:
+        _fail(origin, path, f"expected one of {', '.join(CHOICES[rule])}, got {value!r}")
+    if rule in RANGES and value is not None:
+        low, high = RANGES[rule]
+        if (low is not None and value < low) or (high is not None and value > high) or \
+                (rule in STRICTLY_POSITIVE and value <= 0):
+            bounds = ("> 0" if rule in STRICTLY_POSITIVE else f">= {low}") if high is None else f"in [{low}, {high}]"
+            _fail(origin, path, f"expected a value {bounds}, got {value!r}")
+
+
+def check_values(cfg: dict, origin: str, ref: dict | None = None, prefix: str = "", partial: bool = False) -> None:
+    """Types and bounds of every declared setting of a resolved config (``partial``: of the
+    settings an override names)."""
+    ref = _reference() if ref is None else ref
+    for key, default in ref.items():
+        path = f"{prefix}{key}"
+        if partial and key not in cfg:
+            continue
+        if key not in cfg:
+            _fail(origin, path, "missing (every profile inherits it from configs/mini.yaml: is 'inherit' missing?)")
+        value = cfg[key]
+        if path in OPEN_MAPPINGS:
+            continue
+        if isinstance(default, dict):
+            check_values(value, origin, default, f"{path}.", partial)
+        elif isinstance(default, list):
+            if not isinstance(value, list):
+                _fail(origin, path, f"expected a list, got {value!r}")
+            if default and isinstance(default[0], dict):
+                if not value:
+                    _fail(origin, path, "expected at least one entry")
+                for i, item in enumerate(value):
+                    missing = [k for k in default[0] if k not in item]
+                    if missing:
+                        _fail(origin, f"{path}.{i}", f"missing {', '.join(missing)}")
+                    check_values(item, origin, default[0], f"{path}.{i}.")
+            else:
+                for i, item in enumerate(value):
+                    _check_leaf(origin, f"{path}.{i}", item, default[0] if default else item)
+        else:
+            _check_leaf(origin, path, value, default)
+
+
+# ----------------------------------------------------------------------------- --set overrides
+def parse_sets(items: list[str] | tuple[str, ...] | None) -> dict:
+    """``["fbp.window=10", "train.lr=2e-5"]`` -> nested overrides; values are parsed as YAML."""
+    out: dict = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.path=value (e.g. --set train.steps=200)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML reads 2e-5 (no dot) as a string
+            except ValueError:
+                pass
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is set twice, as a value and as a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(profile: str | Path = "mini", dataset: str | None = None, overrides: dict | None = None,
+                sets: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Resolve a profile name or YAML path, apply the dataset's overrides, then ``overrides``
+    (a nested dict, for code) and ``sets`` (``key.path=value`` strings, for the command line);
+    validate the result. Raises :class:`ConfigError` before any work starts."""
+    path = _resolve_path(profile)
+    cfg = _read(path)
     dataset = dataset or cfg.get("dataset", "fairgenmed")
+    if dataset not in DATASETS:
+        raise ConfigError(f"{path}: dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
     per_dataset = cfg.pop("datasets", {}) or {}
     cfg = _merge(cfg, per_dataset.get(dataset, {}))
     cfg["dataset"] = dataset
-    if overrides:
-        cfg = _merge(cfg, overrides)
+    for origin, extra in (("overrides", overrides), ("--set", parse_sets(sets))):
+        if extra:
+            check_keys(extra, origin)
+            check_values(extra, origin, partial=True)
+            cfg = _merge(cfg, extra)
+    check_values(cfg, str(path))
     if cfg["data"].get("root") is None:
         cfg["data"]["root"] = str(WORK_ROOT / "data" / "synthetic" / f"{dataset}-{cfg['profile']}")
         cfg["data"]["synthetic"] = True
     else:
-        cfg["data"]["root"] = str((PROJECT_ROOT / cfg["data"]["root"]).resolve()) if not Path(cfg["data"]["root"]).is_absolute() else cfg["data"]["root"]
+        root = Path(cfg["data"]["root"])
+        cfg["data"]["root"] = str(root if root.is_absolute() else (PROJECT_ROOT / root).resolve())
         cfg["data"].setdefault("synthetic", False)
     return cfg
 
 
 def config_hash(cfg: dict, *sections: str) -> str:
-    """A short, stable hash of (parts of) a config: names cached artefacts."""
+    """A short, stable hash of (parts of) a config."""
     part = {k: cfg[k] for k in sections} if sections else cfg
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -64,3 +64,22 @@ class Rejections:
 
     def frame(self) -> RejectionTable:
         return RejectionTable([vars(r) for r in self.items], columns=self.columns)
+
+
+class ConfigError(ValueError):
+    """A profile, user profile or ``--set`` override that names an unknown key, has the wrong type
+    or an impossible value. Raised before any work starts."""
+
+
+class RunConflict(RuntimeError):
+    """Finished or partial work whose settings differ from the current config. Nothing is deleted:
+    the message lists the differing keys and how to proceed."""
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint that is damaged or does not fit the run resuming from it. Lists every
+    problem, each naming its file, so the user can pick another checkpoint or delete this one."""
+
+    def __init__(self, ckpt: str | Path, problems: list[str]):
+        self.ckpt, self.problems = str(ckpt), list(problems)
+        super().__init__(f"{self.ckpt}: cannot resume from this checkpoint: " + "; ".join(self.problems))

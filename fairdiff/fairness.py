@@ -16,7 +16,7 @@ ethnicity 5-6).
 Randomness never touches the global RNG: every draw comes from a generator seeded by a key
 (seed, stream, index), so a run is a pure function of its seed and inputs, ranks differ by their
 ``rank``, and a resumed run continues exactly (the state holds counters, not generator states).
-See method.md section 2 for the paper behaviour and the rules we changed.
+See docs/method.md §3 for the method step by step and §6 for the rules we changed.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ _NOISE, _EXPLORE, _BO = 0, 1, 2
 # ----------------------------------------------------------------------------------- groups
 def _check_groups(groups: Tensor, n_groups: Sequence[int]) -> None:
     """Fail loudly on a wrong shape or an id outside -1..n_groups[a]-1 (the paper's code let
-    -1 wrap around to the last group, see reference-code.md 1.11 item 10)."""
+    -1 wrap around to the last group, see docs/method.md §6, row 7)."""
     if groups.dim() != 2 or groups.shape[1] != len(n_groups):
         raise ValueError(f"groups: expected a tensor of shape [B, {len(n_groups)}] (one column per "
                          f"attribute), got shape {tuple(groups.shape)}")
@@ -159,7 +159,7 @@ def _gaussian_process(x: Tensor, y: Tensor) -> SingleTaskGP:
     noise prior and noise >= 1e-4; constant mean. This is SingleTaskGP's default up to botorch
     0.11, i.e. what the authors' unpinned mid-2024 code most likely ran; botorch 0.12 silently
     switched to an RBF kernel with dimension-scaled LogNormal priors. Writing it out keeps our
-    deviations from the paper to the ones method.md lists: float64 on the CPU and
+    deviations from the paper to the ones docs/method.md §3.5 lists: float64 on the CPU and
     Standardize(m=1) on y (the gaps are ~1e-3, far below the priors' scale). The inputs are the
     scales themselves, already in [0, 1]^K, so no input transform is needed."""
     k = x.shape[-1]
@@ -193,7 +193,7 @@ def propose_sigma(x: Tensor, y: Tensor, beta: float = 0.1, num_restarts: int = 5
 # ------------------------------------------------------------------------------ the method
 class FairBayesianPerturbation:
     """Group-dependent random loss weights whose scales Bayesian optimisation tunes to shrink the
-    between-group loss gap (FairDiffusion, Luo et al. 2025; method.md section 2).
+    between-group loss gap (FairDiffusion, Luo et al. 2025; docs/method.md §3).
 
     Per step, sample i gets ``w_i = 1 + sum_a sigma[a, g_a(i)] * e_ia`` with e ~ N(0, 1). Every
     ``window`` calls of :meth:`update` (a global count that spans epochs) a GP is fitted to the

@@ -7,25 +7,39 @@ passes at every training step (the authors' script runs both each step).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from fairdiff import io
+from fairdiff import arrays, io, stage_keys
+from fairdiff.arrays import NpyRows
+from fairdiff.progress import Progress
 from fairdiff.models import build_tiny_pipeline, encode_images, encode_prompts, load_pipeline, train_vae
 from fairdiff.schema import Schema, get_schema
 
 
-def training_records(cfg: dict, splits=("train", "val")) -> pd.DataFrame:
-    """The records a diffusion model trains on (paper: train + val), from the configured root."""
+def load_records(cfg: dict) -> pd.DataFrame:
+    """Every record of the configured dataset, loaded with the profile's data rules (strictness,
+    validation carving when a dataset ships none)."""
     from fairdiff.data import load_dataset
 
-    frame = load_dataset(cfg["dataset"], cfg["data"]["root"])
+    d = cfg["data"]
+    return load_dataset(cfg["dataset"], d["root"], strict=d["strict"], val_fraction=d["val_fraction"],
+                        seed=cfg["seed"])
+
+
+def training_records(cfg: dict, splits=("train", "val")) -> pd.DataFrame:
+    """The records a diffusion model trains on (paper: train + val), from the configured root."""
+    frame = load_records(cfg)
     return frame[frame["split"].isin(splits)].reset_index(drop=True)
 
 
@@ -48,14 +62,16 @@ def prepare_base(cfg: dict, base_dir: str | Path, progress: bool = True, force: 
 
     Skips the work when ``base_dir`` already holds a pipeline made from the same config and data."""
     base_dir = Path(base_dir)
-    key = _base_key(cfg)
+    st = stage_keys.base_stage(cfg)
+    key = st.key
     stamp = base_dir / "base.json"
-    if not force and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+    if not force and stage_keys.is_current(base_dir, st) and stamp.is_file():
         return json.loads(stamp.read_text())
     schema = get_schema(cfg["dataset"])
     if cfg["model"]["pretrained"]:
         summary = {"key": key, "source": cfg["model"]["pretrained"], "vae_trained": False}
         io.write_text(stamp, json.dumps(summary, indent=1))
+        stage_keys.write_stamp(base_dir, st, complete=True)
         return summary
     frame = training_records(cfg)
     images = load_images(frame, schema, cfg["data"]["resolution"], progress)
@@ -70,21 +86,24 @@ def prepare_base(cfg: dict, base_dir: str | Path, progress: bool = True, force: 
                    "vae_final_loss": losses[-1] if losses else None,
                    "scaling_factor": float(pipe.vae.config.scaling_factor)}
         io.write_text(tmp / "base.json", json.dumps(summary, indent=1))
+        stage_keys.write_stamp(tmp, st, complete=True)
     return summary
 
 
-def _base_key(cfg: dict) -> str:
-    part = {k: cfg[k] for k in ("dataset", "seed", "model", "vae")}
-    part["data"] = {k: cfg["data"][k] for k in ("root", "resolution", "n")}
-    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+CACHE_FORMAT = 2  # v1: one torch.save'd file held whole in memory; v2: a folder of .npy files read by rows
+CACHE_BATCH = 64  # images per VAE forward pass while building (the latents' last bits may depend on it)
 
 
 @dataclass
 class TrainingCache:
-    """Everything a training step needs, per training record, with no encoder in the loop."""
+    """Everything a training step needs, per training record, with no encoder in the loop.
 
-    latent_mean: torch.Tensor  # [N, C, h, w], unscaled posterior mean
-    latent_std: torch.Tensor  # [N, C, h, w]
+    The latents are the only part that grows with the images: on disk they are
+    :class:`fairdiff.arrays.NpyRows` (``latent_mean[idx]`` reads those rows as a tensor), in
+    memory plain tensors; the trainer indexes both alike."""
+
+    latent_mean: torch.Tensor | NpyRows  # [N, C, h, w], unscaled posterior mean
+    latent_std: torch.Tensor | NpyRows  # [N, C, h, w]
     prompt_index: torch.Tensor  # [N] long, row of ``text`` for each record
     text: torch.Tensor  # [P + 1, T, D]; the last row is the empty prompt (classifier-free guidance)
     groups: torch.Tensor  # [N, A] long, -1 unknown
@@ -95,36 +114,120 @@ class TrainingCache:
     def uncond_index(self) -> int:
         return len(self.text) - 1
 
-    def state(self) -> dict:
-        return {k: getattr(self, k) for k in ("latent_mean", "latent_std", "prompt_index", "text", "groups")} | {
-            "ids": list(self.ids), "scaling_factor": torch.tensor(self.scaling_factor)}
+    @classmethod
+    def load(cls, folder: str | Path) -> "TrainingCache":
+        """Open a complete cache folder: latents stay on disk, the small parts are read."""
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("format") != CACHE_FORMAT:
+            raise ValueError(f"{folder / 'meta.json'}: cache format {meta.get('format')!r}, expected {CACHE_FORMAT}")
+        return cls(latent_mean=NpyRows(folder / "latent_mean.npy", as_torch=True),
+                   latent_std=NpyRows(folder / "latent_std.npy", as_torch=True),
+                   prompt_index=torch.from_numpy(np.load(folder / "prompt_index.npy")),
+                   text=torch.from_numpy(np.load(folder / "text.npy")),
+                   groups=torch.from_numpy(np.load(folder / "groups.npy")),
+                   ids=json.loads((folder / "ids.json").read_text()), scaling_factor=float(meta["scaling_factor"]))
+
+    def in_memory(self) -> "TrainingCache":
+        """The same cache with every latent read into memory (small sets, tests)."""
+        def whole(x):
+            return x if isinstance(x, torch.Tensor) else x[:]
+
+        return dataclasses.replace(self, latent_mean=whole(self.latent_mean), latent_std=whole(self.latent_std))
 
 
-def training_cache(cfg: dict, source: str, cache_dir: str | Path, progress: bool = True) -> TrainingCache:
-    """Load the cache for (data, resolution, encoders) or build and save it (atomically) once."""
-    schema = get_schema(cfg["dataset"])
+def encode_settings(cfg: dict) -> tuple[torch.device, torch.dtype]:
+    """Where and in which precision the frozen encoders run: the accelerator in the training
+    precision (``train.mixed_precision``) when there is one, else the CPU in float32."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu"), torch.float32
+    dtypes = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    return torch.device("cuda"), dtypes[cfg["train"]["mixed_precision"]]
+
+
+def training_cache(cfg: dict, source: str, cache_dir: str | Path, progress: bool = True,
+                   batch_size: int = CACHE_BATCH) -> TrainingCache:
+    """Open the cache for (data, resolution, encoders, precision), building it first if needed.
+
+    The build streams: a DataLoader (``data.num_workers`` workers) decodes ``batch_size`` images
+    at a time, the VAE encodes them on the accelerator, and their rows are written to .npy files
+    on disk, so host memory is bounded by the batch. After each batch the rows are flushed and the
+    count of finished rows recorded; a build that is interrupted resumes at the first unrecorded
+    row (rows past it are encoded again, never trusted). The folder takes its final name only
+    when complete. On the CPU the latents equal those of :func:`encode_images` on the stacked
+    images bit for bit (same batches, float32)."""
     frame = training_records(cfg)
-    key = hashlib.sha256(json.dumps([source, _source_fingerprint(source), cfg["data"]["resolution"],
-                                     list(frame["id"]), list(frame["prompt"])]).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"train-{key}.pt"
-    if path.is_file():
-        state = torch.load(path, weights_only=True)
-        state["scaling_factor"] = float(state["scaling_factor"])
-        return TrainingCache(**state)
-    pipe = load_pipeline(source)
-    images = load_images(frame, schema, cfg["data"]["resolution"], progress)
-    mean, std = encode_images(pipe.vae, images)
-    prompts = sorted(set(frame["prompt"]))
-    text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts + [""])
-    lookup = {p: i for i, p in enumerate(prompts)}
-    cache = TrainingCache(
-        latent_mean=mean, latent_std=std,
-        prompt_index=torch.tensor([lookup[p] for p in frame["prompt"]], dtype=torch.long),
-        text=text, groups=torch.tensor(frame[schema.attribute_names].to_numpy(), dtype=torch.long),
-        ids=list(frame["id"]), scaling_factor=float(pipe.vae.config.scaling_factor))
+    if frame.empty:
+        raise ValueError(f"{cfg['data']['root']}: no train or val records to build the training cache from")
+    device, dtype = encode_settings(cfg)
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, source, _source_fingerprint(source), cfg["data"]["resolution"],
+                                     device.type, str(dtype), batch_size, list(frame["id"]),
+                                     list(frame["prompt"])]).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) / f"train-{key}"
+    if not (folder / "meta.json").is_file():
+        _build_cache(folder, key, frame, cfg, source, device, dtype, batch_size, progress)
+    return TrainingCache.load(folder)
+
+
+def _build_cache(folder: Path, key: str, frame: pd.DataFrame, cfg: dict, source: str, device: torch.device,
+                 dtype: torch.dtype, batch_size: int, progress: bool) -> None:
+    from torch.utils.data import DataLoader, Subset
+
+    from fairdiff.data.dataset import ImageRecordDataset
+
+    schema = get_schema(cfg["dataset"])
+    partial = folder.with_name(f".{folder.name}.partial")
+    done = _resume_point(partial, key, len(frame))
+    pipe = load_pipeline(source, device=device, dtype=dtype)
+    if done == 0:  # a fresh start: the small parts first
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        prompts = sorted(set(frame["prompt"]))
+        lookup = {p: i for i, p in enumerate(prompts)}
+        text = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts + [""]).float().cpu().numpy()
+        io.write_text(partial / "ids.json", json.dumps([str(i) for i in frame["id"]]))
+        _save_npy(partial / "prompt_index.npy", np.array([lookup[p] for p in frame["prompt"]], dtype=np.int64))
+        _save_npy(partial / "groups.npy", frame[schema.attribute_names].to_numpy(dtype=np.int64))
+        _save_npy(partial / "text.npy", text)
+    images = ImageRecordDataset(frame, schema, cfg["data"]["resolution"], cache=False)
+    loader = DataLoader(Subset(images, range(done, len(frame))), batch_size=batch_size,
+                        num_workers=cfg["data"].get("num_workers", 0), pin_memory=device.type == "cuda")
+    bar = Progress(total=len(frame), initial=done, desc="cache latents", disable=not progress, mininterval=1.0)
+    with torch.no_grad():
+        for batch in loader:
+            dist = pipe.vae.encode(batch["pixel_values"].to(device, dtype)).latent_dist
+            mean, std = dist.mean.float().cpu().numpy(), dist.std.float().cpu().numpy()
+            for name, rows in (("latent_mean", mean), ("latent_std", std)):
+                if done == 0:
+                    arrays.create(partial / f"{name}.npy", (len(frame), *rows.shape[1:]), np.float32)
+                arrays.write_rows(partial / f"{name}.npy", done, rows, sync=True)
+            done += len(mean)
+            io.write_text(partial / "progress.json", json.dumps({"key": key, "done": done}))
+            bar.update(len(mean))
+    bar.close()
+    io.write_text(partial / "meta.json", json.dumps({
+        "format": CACHE_FORMAT, "key": key, "n": len(frame), "source": source, "device": device.type,
+        "dtype": str(dtype), "batch_size": batch_size, "scaling_factor": float(pipe.vae.config.scaling_factor)}))
+    os.replace(partial, folder)
+
+
+def _resume_point(partial: Path, key: str, n: int) -> int:
+    """Rows an interrupted build of this cache finished (0: start afresh)."""
+    try:
+        state = json.loads((partial / "progress.json").read_text())
+        shapes = [NpyRows(partial / f"{name}.npy").shape[0] for name in ("latent_mean", "latent_std")]
+        small = all((partial / f).is_file() for f in ("ids.json", "prompt_index.npy", "groups.npy", "text.npy"))
+    except (OSError, ValueError):
+        return 0
+    if state.get("key") != key or shapes != [n, n] or not small or not 0 < state.get("done", 0) <= n:
+        return 0
+    return int(state["done"])
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
     with io.atomic_path(path) as tmp:
-        torch.save(cache.state(), tmp)
-    return cache
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
 
 
 def _source_fingerprint(source: str) -> str:

@@ -1,7 +1,10 @@
-"""The README's results tables, printed from the CSVs a reproduction wrote (``fairdiff results``).
+"""The report stage: the README's results tables, printed from the evaluation stage's tables
+(``fairdiff report`` / ``fairdiff results``).
 
 Numbers in the README are pasted from this output, never typed by hand, so each one traces back
-to a file in ``figures/<profile>/<dataset>/`` and the command that made it.
+to a file in ``runs/<dataset>-<profile>/evaluation/tables/`` (written by
+:func:`fairdiff.analysis.evaluate`, which notebook 04 and ``fairdiff evaluate`` both call) and the
+command that made it.
 """
 from __future__ import annotations
 
@@ -38,13 +41,13 @@ def _ordered(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 def _read(folder: Path, name: str) -> pd.DataFrame:
     path = folder / f"{name}.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run the reproduction first (make reproduce)")
+        raise FileNotFoundError(f"{path}: not found; run the evaluation first (fairdiff evaluate, or make reproduce)")
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
 def generation_summary(folder: Path, attributes: list[str]) -> pd.DataFrame:
     """Per method: FID and IS with intervals, ES-FID per attribute with its interval, FID gap."""
-    gen, es, gap = (_read(folder, n) for n in ("04_generation_metrics", "04_equity_scaled_generation", "04_fid_gap"))
+    gen, es, gap = (_read(folder, n) for n in ("generation_metrics", "equity_scaled_generation", "fid_gap"))
     rows = []
     for method in dict.fromkeys(gen["method"]):
         g = gen[(gen["method"] == method) & (gen["attribute"] == "all")].set_index("metric")
@@ -64,7 +67,9 @@ def generation_summary(folder: Path, attributes: list[str]) -> pd.DataFrame:
 
 def classifier_summary(folder: Path, attribute: str) -> pd.DataFrame:
     """Per training source: AUC with interval for every task, and ES-AUC over ``attribute``."""
-    sem = _read(folder, "04_semantic_metrics")
+    sem = _read(folder, "semantic_metrics")
+    if "classifier" in sem:  # the first configured classifier (the paper profile has two)
+        sem = sem[sem["classifier"] == sem["classifier"].iloc[0]]
     rows = []
     for source in dict.fromkeys(sem["source"]):
         part = sem[sem["source"] == source]
@@ -81,18 +86,25 @@ def classifier_summary(folder: Path, attribute: str) -> pd.DataFrame:
     return _ordered(frame, "_key").drop(columns="_key")
 
 
-def results_markdown(profile: str = "mini", dataset: str = "fairgenmed", root: Path | None = None) -> str:
+def results_markdown(profile: str = "mini", dataset: str | None = None, runs: str | Path | None = None,
+                     sets=None, root: Path | None = None) -> str:
+    """The results tables of one (profile, dataset); ``root`` replaces the work folder (tests)."""
+    from fairdiff.analysis import TABLES  # noqa: F401 - the table names this reads are written there
+    from fairdiff.config import load_config
+    from fairdiff.runs import layout_for
     from fairdiff.schema import get_schema
 
+    cfg = load_config(profile, dataset, sets=sets)
     root = Path(root) if root else WORK_ROOT
-    folder = root / "figures" / profile / dataset
-    attributes = list(get_schema(dataset).attribute_names)
-    parts = [f"Tables from `{folder.relative_to(root)}`.", "", markdown_table(generation_summary(folder, attributes)), "",
+    folder = layout_for(cfg, runs or root / "runs").evaluation / "tables"
+    attributes = list(get_schema(cfg["dataset"]).attribute_names)
+    shown = folder.relative_to(root) if folder.is_relative_to(root) else folder
+    parts = [f"Tables from `{shown}`.", "", markdown_table(generation_summary(folder, attributes)), "",
              markdown_table(classifier_summary(folder, attributes[0]))]
-    resources = root / "reports" / profile / "resources.csv"
+    resources = root / "reports" / cfg["profile"] / "resources.csv"
     if resources.is_file():
         r = pd.read_csv(resources)
-        r = r[r["dataset"] == dataset] if "dataset" in r else r
+        r = r[r["dataset"] == cfg["dataset"]] if "dataset" in r else r
         r = r.assign(minutes=(r["seconds"] / 60).round(1), peak_rss_mib=r["peak_rss_mib"].round(0).astype(int))
         parts += ["", markdown_table(r[["notebook", "minutes", "peak_rss_mib"]]),
                   "", f"total: {r['seconds'].sum() / 60:.1f} min"]

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fairdiff import io
+from fairdiff.stage_keys import digest
 from fairdiff.config import load_config
 from fairdiff.env import PROJECT_ROOT, WORK_ROOT
 
@@ -65,6 +66,43 @@ def peak_rss(interval: float = 0.25):
         thread.join()
 
 
+@contextmanager
+def watch_progress(label: str, interval: float = 5.0):
+    """Print where the notebook's work is (stage, step, time left) while the block runs: the
+    package's bars write ``FAIRDIFF_PROGRESS`` (:mod:`fairdiff.progress`), the kernel inherits the
+    variable, and this thread prints each new state on the runner's terminal."""
+    from fairdiff.progress import ENV, describe
+
+    fd, path = tempfile.mkstemp(prefix="fairdiff-progress-", suffix=".json")
+    os.close(fd)
+    before, done = os.environ.get(ENV), threading.Event()
+    os.environ[ENV] = path
+
+    def watch():
+        last = ""
+        while not done.wait(interval):
+            try:
+                line = describe(json.loads(Path(path).read_text() or "{}"))
+            except (OSError, ValueError):
+                continue
+            if line and line != last:
+                print(f"  {label} · {line}", flush=True)
+                last = line
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+        Path(path).unlink(missing_ok=True)
+
+
 def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, force: bool = False) -> tuple[str, bool]:
     """Execute ``notebooks/<name>.py`` into ``out_dir``; returns (stamp, ran)."""
     import jupytext
@@ -73,19 +111,19 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, forc
     from nbconvert import HTMLExporter
 
     source = NOTEBOOK_DIR / f"{name}.py"
-    stamp = hashlib.sha256(json.dumps([source.read_text(), parameters, code_version(), upstream],
-                                      sort_keys=True).encode()).hexdigest()[:16]
+    stamp = digest(source.read_text(), parameters, code_version(), upstream)
     out_nb, stamp_file = out_dir / f"{name}.ipynb", out_dir / f"{name}.stamp"
     if not force and out_nb.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
         return stamp, False
     out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"{name}: running (parameters {parameters})", flush=True)
     running, failed = out_dir / f"{name}.running.ipynb", out_dir / f"{name}.failed.ipynb"
     with tempfile.TemporaryDirectory() as tmp:
         nb_in = Path(tmp) / f"{name}.ipynb"
         nbformat.write(jupytext.read(source), nb_in)
         t0 = time.perf_counter()
         try:
-            with peak_rss() as rss:
+            with peak_rss() as rss, watch_progress(name):
                 pm.execute_notebook(str(nb_in), str(running), parameters=parameters, kernel_name="python3",
                                     cwd=str(NOTEBOOK_DIR), progress_bar=False)
         except Exception:
@@ -116,17 +154,20 @@ def _peak(out_dir: Path, name: str) -> float:
     return json.loads((out_dir / f"{name}.resources.json").read_text())["peak_rss_mib"]
 
 
-def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = False) -> int:
+def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = False, sets=()) -> int:
+    """Run notebooks 01-04 per dataset (and 05 across datasets); ``sets`` are ``key.path=value``
+    overrides passed to every notebook (validated first)."""
     datasets = ALL_DATASETS if "all" in datasets else tuple(datasets)
+    extra = {"sets": list(sets)} if sets else {}
     reports = WORK_ROOT / "reports" / profile
     t_all = time.perf_counter()
     stamps = []
     for dataset in datasets:
-        load_config(profile, dataset)  # fail early on a broken profile
+        load_config(profile, dataset, sets=sets)  # fail early on a broken profile or override
         upstream = ""
         for name in PER_DATASET:
             t0 = time.perf_counter()
-            upstream, ran = run_notebook(name, {"profile": profile, "dataset": dataset}, reports / dataset,
+            upstream, ran = run_notebook(name, {"profile": profile, "dataset": dataset, **extra}, reports / dataset,
                                          upstream, force)
             print(f"[{profile}/{dataset}] {name}: {'ran' if ran else 'cached'} in {time.perf_counter() - t0:.1f} s"
                   + (f", peak RSS {_peak(reports / dataset, name):.0f} MiB" if ran else ""), flush=True)

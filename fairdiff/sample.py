@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import yaml
 from PIL import Image
-from tqdm.auto import tqdm
+from fairdiff.progress import Progress
 
 from fairdiff import io
 from fairdiff.data.images import to_anatomical
@@ -79,7 +79,7 @@ def sample_records(pipe, records: pd.DataFrame, schema: Schema, out: str | Path,
     manifest["unet"], manifest["scheduler"], manifest["steps"], manifest["guidance_scale"] = (
         unet_name, scheduler, steps, guidance_scale)
     missing = np.array([not Path(p).is_file() for p in manifest["path"]], dtype=bool)
-    bar = tqdm(total=len(manifest), initial=int((~missing).sum()), desc=f"sample {out.name}",
+    bar = Progress(total=len(manifest), initial=int((~missing).sum()), desc=f"sample {out.parent.name}/{out.name}",
                disable=not progress, mininterval=1.0)
     for start in range(0, len(manifest), batch_size):
         todo = missing[start:start + batch_size]
@@ -121,13 +121,16 @@ def run_config(run_dir: str | Path) -> dict:
 
 def sample_run(run_dir: str | Path, split: str = "test", out: str | Path | None = None, unet: str | None = None,
                scheduler: str | None = None, steps: int | None = None, batch_size: int | None = None,
-               grid: bool = True, progress: bool = True) -> Path:
-    """Sample a trained run: one image per record of ``split`` (+ the condition grid for the test split)."""
+               grid: bool = True, progress: bool = True, sample: dict | None = None) -> Path:
+    """Sample a trained run: one image per record of ``split`` (+ the condition grid for the test split).
+
+    ``sample`` (a config's ``sample`` section) defaults to the one the run was trained with; the
+    keyword arguments override single settings."""
     from fairdiff.data import load_dataset
     from fairdiff.models import load_pipeline
 
     cfg = run_config(run_dir)
-    s = cfg["sample"]
+    s = sample or cfg["sample"]
     unet = unet or s["unet"]
     scheduler, steps, batch_size = scheduler or s["scheduler"], steps or s["steps"], batch_size or s["batch_size"]
     final = Path(run_dir) / "final"
@@ -145,4 +148,29 @@ def sample_run(run_dir: str | Path, split: str = "test", out: str | Path | None 
     sample_records(pipe, records[records["split"] == split].reset_index(drop=True), schema, out, **common)
     if grid and split == "test":
         sample_records(pipe, condition_grid(records, schema, s["grid_per_group"]), schema, out / "grid", **common)
+    return out
+
+
+def sample_stage_run(run_dir: str | Path, out: str | Path, st, sample: dict, split: str = "test",
+                     progress: bool = True) -> Path:
+    """Sample into ``out`` under the pipeline's stage rule (:mod:`fairdiff.stage_keys`): an
+    unfinished folder of the same key resumes; a folder of ours with another key (another run or
+    other sampler settings) is regenerated completely, so a manifest never describes images it did
+    not write; a folder that is not ours is refused."""
+    import shutil
+
+    from fairdiff import stage_keys
+    from fairdiff.errors import RunConflict
+
+    out = Path(out)
+    stamp = stage_keys.read_stamp(out)
+    if not stage_keys.is_empty(out):
+        if stamp is None or stamp.get("stage") != "sample":
+            raise RunConflict(f"{out}: not empty and not a fairdiff sample folder (no {stage_keys.STAMP} of ours); "
+                              "nothing was changed: choose another --out")
+        if stamp["key"] != st.key:
+            shutil.rmtree(out)  # ours, for another run or sampler: regenerated whole, never mixed
+    stage_keys.write_stamp(out, st)
+    sample_run(run_dir, split=split, out=out, progress=progress, sample=sample)
+    stage_keys.write_stamp(out, st, complete=True)
     return out

@@ -76,7 +76,7 @@ class Schema:
         """The paper's prompt for one subject from its attribute and label ids.
 
         An unknown attribute (id -1) leaves its word out (the paper drops such subjects; we keep
-        them, see method.md), so the prompt never invents a group."""
+        them, see docs/method.md §4.4), so the prompt never invents a group."""
         words = {}
         for a in self.attributes:
             g = int(ids[a.name])

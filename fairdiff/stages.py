@@ -6,15 +6,14 @@ directory (:mod:`fairdiff.runs`), so any notebook can be rerun alone.
 """
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from fairdiff import io
-from fairdiff.config import config_hash, load_config
+from fairdiff import io, stage_keys
+from fairdiff.config import load_config
+from fairdiff.errors import RunConflict
 from fairdiff.plots import FigureWriter
 from fairdiff.runs import RunLayout, layout_for
 from fairdiff.schema import Schema, get_schema
@@ -29,70 +28,123 @@ class Context:
     records: pd.DataFrame | None = None  # the loaded dataset, filled by dataset() once per context
 
 
-def context(profile: str, dataset: str, data_root: str | None = None, seed: int | None = None) -> Context:
+def context(profile: str, dataset: str | None = None, data_root: str | None = None, seed: int | None = None,
+            sets: list[str] | None = None, runs: str | Path | None = None) -> Context:
+    """The resolved, validated config and the folders of one (profile, dataset): what every stage takes.
+
+    ``sets`` are ``key.path=value`` overrides (the CLI's ``--set``); ``runs`` moves the runs folder."""
     overrides = {}
     if data_root:
         overrides["data"] = {"root": data_root}
     if seed is not None:
         overrides["seed"] = seed
-    cfg = load_config(profile, dataset, overrides)
-    return Context(cfg, get_schema(dataset), layout_for(cfg), FigureWriter(cfg["profile"], dataset))
+    cfg = load_config(profile, dataset, overrides, sets)
+    return Context(cfg, get_schema(cfg["dataset"]), layout_for(cfg, runs), FigureWriter(cfg["profile"], cfg["dataset"]))
 
 
 def dataset(ctx: Context, progress: bool = False) -> pd.DataFrame:
     """The dataset's records (generating the synthetic default first if needed), indexed once per context."""
-    from fairdiff.data import load_dataset
-    from fairdiff.prepare import ensure_dataset
+    from fairdiff.prepare import ensure_dataset, load_records
 
     if ctx.records is None:
-        ctx.records = load_dataset(ctx.cfg["dataset"], ensure_dataset(ctx.cfg, progress=progress))
+        ensure_dataset(ctx.cfg, progress=progress)
+        ctx.records = load_records(ctx.cfg)
     return ctx.records
 
 
 def base(ctx: Context, progress: bool = False) -> dict:
+    """The starting pipeline every method fine-tunes (tiny default: its VAE trained here)."""
     from fairdiff.prepare import ensure_dataset, prepare_base
 
     ensure_dataset(ctx.cfg, progress=progress)
     return prepare_base(ctx.cfg, ctx.layout.base, progress=progress)
 
 
-def trained(ctx: Context, method: str, progress: bool = False) -> Path:
-    """A finished run of ``method`` for this config: reused if present, else (re)trained from scratch."""
+def _main_process():
+    from accelerate import PartialState
+
+    import torch
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def trained(ctx: Context, method: str, progress: bool = False, *, resume: bool | str = True, restart: bool = False,
+            retrain: bool = False, max_steps: int | None = None, out: str | Path | None = None) -> Path:
+    """The run of ``method`` for this config: reused when complete, resumed from its newest checkpoint
+    when unfinished, trained when absent. Works the same in a notebook, ``fairdiff train`` and
+    ``accelerate launch -m fairdiff train`` (every process calls it).
+
+    A run whose training settings differ from the config is never overwritten or deleted: a
+    :class:`RunConflict` lists the differing keys. ``retrain`` moves such a run aside
+    (``<method>.old-<timestamp>/``) and trains again; ``restart`` does the same for a run with the
+    same settings (e.g. to start an unfinished one from step 0). ``resume`` may name a checkpoint."""
     from fairdiff.prepare import base_source
     from fairdiff.train import train
 
-    base(ctx, progress)
-    run = ctx.layout.method(method)
-    key = config_hash(ctx.cfg) + ":" + _stamp(ctx.layout.base / "base.json")
-    stamp = run / "stage.json"
-    if (run / "final").is_dir() and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+    run = Path(out) if out else ctx.layout.method(method)
+    st = stage_keys.train_stage(ctx.cfg, method)
+    stamp = stage_keys.read_stamp(run)
+    if stamp is not None and stamp.get("stage") == "train" and stamp["key"] == st.key and stamp.get("complete") \
+            and not restart:
         return run
-    if run.exists():
-        if not (run / "config.yaml").is_file() and any(run.iterdir()):
-            raise FileExistsError(f"{run}: exists and is not a fairdiff run; move it away")
-        shutil.rmtree(run)  # a stale or unfinished run of ours
-    train(ctx.cfg, method, run, base_source(ctx.cfg, ctx.layout.base), ctx.layout.cache, progress=progress)
-    io.write_text(stamp, json.dumps({"key": key}))
+    state = _main_process()
+    move = False
+    if not stage_keys.is_empty(run):  # every process decides from the same files, before anyone writes
+        if stamp is None or stamp.get("stage") != "train":
+            raise RunConflict(f"{run}: exists and is not a fairdiff training run (no {stage_keys.STAMP} of ours); "
+                              "nothing was changed: move it away or train elsewhere (--runs/--out)")
+        if stamp["key"] != st.key and not (retrain or restart):
+            changes = "\n  ".join(stage_keys.differences(stamp, st))
+            state_word = "finished" if stamp.get("complete") else "unfinished"
+            raise RunConflict(
+                f"{run}: holds a {state_word} {stamp.get('method')} run trained with other settings; nothing was "
+                f"changed. Differences (run -> now):\n  {changes}\nTo proceed: --retrain moves the old run to "
+                f"{run.name}.old-<timestamp>/ and trains again, or point --runs (or --out) elsewhere; or put the "
+                "settings back.")
+        move = restart or stamp["key"] != st.key
+    if state.is_main_process:
+        if move:
+            aside = stage_keys.move_aside(run)
+            print(f"moved {run} aside to {aside}", flush=True)
+        base(ctx, progress)
+    state.wait_for_everyone()
+    train(ctx.cfg, method, run, base_source(ctx.cfg, ctx.layout.base), ctx.layout.cache,
+          resume=(resume if isinstance(resume, str) else ("latest" if resume else None)),
+          max_steps=max_steps, progress=progress)
     return run
 
 
 def sampled(ctx: Context, method: str, split: str = "test", progress: bool = False) -> pd.DataFrame:
-    """Generated images of ``split`` for a trained method (resumes; skips images already written)."""
-    from fairdiff.sample import sample_run
-
+    """Generated images of ``split`` for a trained method: reused when their key (the run's key and
+    the ``sample`` settings) is unchanged, resumed when unfinished, regenerated when it changed."""
     run = trained(ctx, method, progress)
     out = ctx.layout.samples(method) / split
-    key = _stamp(run / "stage.json")
-    stamp = out / "stage.json"
-    if out.exists() and (not stamp.is_file() or json.loads(stamp.read_text()).get("key") != key):
-        shutil.rmtree(out)  # samples of an older run of this method
-    io.write_text(stamp, json.dumps({"key": key}))  # first: an interrupted stage resumes, not restarts
-    sample_run(run, split=split, out=out, progress=progress)
+    st = stage_keys.sample_stage(ctx.cfg, method, split)
+    if not stage_keys.is_current(out, st):
+        from fairdiff.sample import sample_stage_run
+
+        sample_stage_run(run, out, st, ctx.cfg["sample"], split=split, progress=progress)
     return pd.read_csv(out / "manifest.csv", dtype={"id": str})
 
 
-def _stamp(path: Path) -> str:
-    return path.read_text() if path.is_file() else ""
+def sample_preview(ctx: Context, methods, n: int = 4):
+    """The same ``n`` test prompts and seeds drawn by every method's trained pipeline (the
+    profile's sampler): a quick look before full sampling. Returns (uint8 images, the records)."""
+    import torch
+
+    from fairdiff.models import load_pipeline
+    from fairdiff.sample import generate, image_seed, set_scheduler
+
+    records = dataset(ctx)
+    test = records[records["split"] == "test"].sort_values("id").head(n)
+    s, images = ctx.cfg["sample"], []
+    for method in methods:
+        pipe = load_pipeline(trained(ctx, method) / "final", unet=s["unet"], dtype=getattr(torch, s["dtype"]))
+        set_scheduler(pipe, s["scheduler"])
+        seeds = [image_seed(ctx.cfg["seed"], i) for i in test["id"]]
+        images += list(generate(pipe, list(test["prompt"]), seeds, s["steps"], s["guidance_scale"],
+                                ctx.cfg["data"]["resolution"]))
+    return images, test
 
 
 def training_logs(ctx: Context, methods) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -139,32 +191,46 @@ def _real_split(ctx: Context, records: pd.DataFrame, split: str):
 
 def domain_encoder(ctx: Context):
     """The feature extractor: InceptionV3 if ``evaluate.inception_weights`` names a local file,
-    else the domain encoder, trained once on the REAL train split only and reused."""
+    else the domain encoder, trained once on the REAL train split only and reused (its key: the
+    data, the seed, ``evaluate.encoder`` and the training ids)."""
     from fairdiff.evaluate.features import DomainEncoder, InceptionExtractor, train_domain_encoder
 
     e = ctx.cfg["evaluate"]
-    if e.get("inception_weights"):
+    if e["inception_weights"]:
         return InceptionExtractor(e["inception_weights"])
     records = dataset(ctx)
-    key = config_hash({"data": ctx.cfg["data"], "seed": ctx.cfg["seed"], "epochs": e["encoder_epochs"],
-                       "ids": list(records["id"])})
-    folder = ctx.layout.evaluation / f"encoder-{key}"
-    if (folder / "weights.pt").is_file():
+    st = stage_keys.stage("encoder", ctx.cfg, {"ids": stage_keys.digest(list(records["id"]))})
+    folder = ctx.layout.evaluation / f"encoder-{st.key}"
+    if stage_keys.is_current(folder, st) or (folder / "weights.pt").is_file():
         return DomainEncoder.load(folder)
     frame, images = _real_split(ctx, records, "train")
-    encoder = train_domain_encoder(images, frame, ctx.schema, epochs=e["encoder_epochs"], seed=ctx.cfg["seed"],
+    enc = e["encoder"]
+    encoder = train_domain_encoder(images, frame, ctx.schema, epochs=enc["epochs"], seed=ctx.cfg["seed"],
+                                   batch_size=enc["batch_size"], lr=enc["lr"], widths=tuple(enc["widths"]),
                                    in_res=ctx.cfg["data"]["resolution"])
     encoder.save(folder)
+    stage_keys.write_stamp(folder, st, complete=True)
     return encoder
 
 
-def _cached_table(path: Path, key: str, compute) -> pd.DataFrame:
-    stamp = path.with_suffix(".key")
-    if path.is_file() and stamp.is_file() and stamp.read_text() == key:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
-    frame = compute()
-    io.write_csv(path, frame, float_format="%.6g")
-    io.write_text(stamp, key)
+# What each evaluation table reads of the ``evaluate`` section (the rest cannot change it).
+_NOT_READ_BY = {"generation": ("evaluate.classifiers",),
+                "semantic": ("evaluate.encoder", "evaluate.inception_weights", "evaluate.is_splits",
+                             "evaluate.mifid_eps")}
+
+
+def _table_stage(ctx: Context, table: str, inputs: dict, **identity) -> stage_keys.Stage:
+    st = stage_keys.stage("evaluate", ctx.cfg, inputs, table=table, **identity)
+    drop = _NOT_READ_BY[table]
+    return stage_keys.Stage(st.name, {k: v for k, v in st.settings.items() if not k.startswith(drop)},
+                            st.inputs, st.identity)
+
+
+def _cached_table(path: Path, st: stage_keys.Stage, compute) -> pd.DataFrame:
+    """A table regenerated only when its own key changes."""
+    if not (path.is_file() and stage_keys.is_current(path, st)):
+        io.write_csv(path, compute(), float_format="%.6g")
+        stage_keys.write_stamp(path, st, complete=True)
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
@@ -176,8 +242,8 @@ def generation_table(ctx: Context, method: str) -> pd.DataFrame:
     manifest = sampled(ctx, method, "test")
     extractor = domain_encoder(ctx)
     e = ctx.cfg["evaluate"]
-    key = config_hash({"samples": _stamp(ctx.layout.samples(method) / "test" / "stage.json"), "extractor": extractor.name,
-                       "evaluate": e})
+    st = _table_stage(ctx, "generation", {"samples": stage_keys.sample_stage(ctx.cfg, method, "test").key,
+                                          "extractor": extractor.name}, method=method)
 
     def compute():
         real_meta, real = _real_split(ctx, dataset(ctx), "test")
@@ -186,22 +252,23 @@ def generation_table(ctx: Context, method: str) -> pd.DataFrame:
                                    min_group_size=e["min_group_size"], seed=ctx.cfg["seed"])
         return table.assign(method=method)
 
-    return _cached_table(ctx.layout.evaluation / f"generation-{method}.csv", key, compute)
+    return _cached_table(ctx.layout.evaluation / f"generation-{method}.csv", st, compute)
 
 
 def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
     """Classifiers trained on ``source`` images (``real`` or a method's generated train images),
-    selected on real val, scored on real test, for every classifier task of the schema."""
+    selected on real val, scored on real test, for every classifier task of the schema and every
+    classifier of ``evaluate.classifiers``."""
     from fairdiff.evaluate.classifier import semantic_evaluation, train_classifier
     from fairdiff.imagesets import generated_uint8, to_unit_tensor
 
     e = ctx.cfg["evaluate"]
     if source == "real":
-        stamp = "real"
+        inputs = {"source": "real", "data": stage_keys.stage("dataset", ctx.cfg).key}
     else:
         sampled(ctx, source, "train")
-        stamp = _stamp(ctx.layout.samples(source) / "train" / "stage.json")
-    key = config_hash({"source": stamp, "evaluate": e, "data": ctx.cfg["data"], "seed": ctx.cfg["seed"]})
+        inputs = {"samples": stage_keys.sample_stage(ctx.cfg, source, "train").key}
+    st = _table_stage(ctx, "semantic", inputs, source=source)
 
     def compute():
         records = dataset(ctx)
@@ -213,13 +280,17 @@ def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
             train_meta = pd.read_csv(ctx.layout.samples(source) / "train" / "manifest.csv", dtype={"id": str})
             train_x = to_unit_tensor(generated_uint8(train_meta))
         tables = []
-        for task in ctx.schema.classifier_tasks:
-            n_classes = ctx.schema.label(task).n_classes
-            model, _ = train_classifier(train_x, train_meta[task].to_numpy(), val_x, val_meta[task].to_numpy(),
-                                        n_classes, epochs=e["classifier_epochs"], seed=ctx.cfg["seed"],
-                                        in_res=ctx.cfg["data"]["resolution"])
-            tables.append(semantic_evaluation(model, test_x, test_meta[task].to_numpy(), test_meta, ctx.schema, task,
-                                              n_boot=e["n_boot"], seed=ctx.cfg["seed"]))
+        for spec in e["classifiers"]:
+            for task in ctx.schema.classifier_tasks:
+                n_classes = ctx.schema.label(task).n_classes
+                model, _ = train_classifier(train_x, train_meta[task].to_numpy(), val_x, val_meta[task].to_numpy(),
+                                            n_classes, epochs=spec["epochs"], batch_size=spec["batch_size"],
+                                            lr=spec["lr"], seed=ctx.cfg["seed"], arch=spec["arch"],
+                                            in_res=spec["image_size"] or ctx.cfg["data"]["resolution"],
+                                            weights_path=spec["weights"])
+                tables.append(semantic_evaluation(model, test_x, test_meta[task].to_numpy(), test_meta, ctx.schema,
+                                                  task, n_boot=e["n_boot"], seed=ctx.cfg["seed"])
+                              .assign(classifier=spec["arch"]))
         return pd.concat(tables, ignore_index=True).assign(source=source)
 
-    return _cached_table(ctx.layout.evaluation / f"semantic-{source}.csv", key, compute)
+    return _cached_table(ctx.layout.evaluation / f"semantic-{source}.csv", st, compute)

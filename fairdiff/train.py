@@ -1,6 +1,6 @@
 """Fine-tuning the UNet of a latent diffusion model, with the loss weighting a method asks for.
 
-One loop serves every method (method.md section 2): ``baseline`` (plain mean), ``random``
+One loop serves every method (docs/method.md §2): ``baseline`` (plain mean), ``random``
 (perturbation with every sigma at 1), ``fairbo`` (Fair Bayesian Perturbation), ``reweight``
 (inverse group frequency) and ``resample`` (group-balanced batches). It runs as a plain process or
 under ``accelerate launch`` on several processes: the unweighted losses and groups are gathered,
@@ -12,28 +12,25 @@ piece of state lives in the checkpoint, so ``resume="latest"`` continues exactly
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from fairdiff.progress import Progress
 
 from fairdiff import config as config_mod
-from fairdiff import io
+from fairdiff import io, stage_keys
+from fairdiff.checkpoints import (CHECKPOINT_PREFIX, latest_checkpoint,  # noqa: F401 (both re-exported)
+                                  latest_intact, load_checkpoint, require_intact, save_checkpoint)
+from fairdiff.errors import RunConflict
 from fairdiff.fairness import FairBayesianPerturbation, balanced_sampling_weights, group_gap, group_means, reweight_weights
 from fairdiff.models import quiet_hf
 from fairdiff.prepare import TrainingCache, training_cache
 from fairdiff.runs import METHODS
 from fairdiff.schema import get_schema
-
-CHECKPOINT_PREFIX = "step-"
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -102,9 +99,12 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc["mixed_precision"],
                       gradient_accumulation_steps=tc["gradient_accumulation_steps"])
     rank, world = acc.process_index, acc.num_processes
-    if acc.is_main_process:
-        _claim_run_dir(out_dir, resume)
+    st = stage_keys.train_stage(cfg, method)
+    if _claim_run_dir(out_dir, st, resume):  # every rank reads the same stamp before anyone writes
+        return out_dir
     acc.wait_for_everyone()
+    if acc.is_main_process and stage_keys.read_stamp(out_dir) is None:
+        stage_keys.write_stamp(out_dir, st, profile=cfg["profile"])
 
     # Cache built once by the main process; the others wait and read it.
     if acc.is_main_process:
@@ -133,18 +133,18 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
     order = BatchOrder(len(cache.ids), tc["batch_size"] * world, cfg["seed"], probs)
     state = TrainState()
     if resume:
-        ckpt = latest_checkpoint(out_dir) if resume == "latest" else Path(resume)
+        ckpt = latest_intact(out_dir) if resume == "latest" else require_intact(Path(resume))
         if ckpt is not None:
-            state = _load_checkpoint(ckpt, acc, unet, optimizer, ema, fbp, rank)
+            state = TrainState(**load_checkpoint(ckpt, out_dir, acc, unet, optimizer, ema, fbp, rank))
     else:
         torch.manual_seed(cfg["seed"] * 1000 + rank)  # per-rank noise stream
-    if acc.is_main_process:
+    if acc.is_main_process and not (out_dir / "config.yaml").is_file():  # written once, never by a resume
         io.write_text(out_dir / "config.yaml", config_mod.dump(cfg | {"method": method, "base": base}))
 
     total = tc["steps"] if max_steps is None else min(max_steps, tc["steps"])
     accum = tc["gradient_accumulation_steps"]
     group_cols = _group_columns(schema)
-    bar = tqdm(total=total, initial=state.step, desc=method, disable=not (progress and acc.is_main_process),
+    bar = Progress(total=total, initial=state.step, desc=f"train {method}", disable=not (progress and acc.is_main_process),
                mininterval=1.0)
     t0, steps_timed = time.perf_counter(), 0
     while state.step < total:
@@ -192,10 +192,11 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
             bar.set_postfix(loss=f"{row['loss']:.4f}", its=f"{steps_timed / (time.perf_counter() - t0):.1f}",
                             refresh=False)
         if state.step % tc["checkpoint_every"] == 0 or state.step == total:
-            _save_checkpoint(out_dir, state, acc, unet, optimizer, ema, fbp, rank, tc["keep_checkpoints"])
+            save_checkpoint(out_dir, state, acc, unet, optimizer, ema, fbp, rank, tc["keep_checkpoints"])
     bar.close()
     if acc.is_main_process and state.step >= tc["steps"]:
         _save_final(out_dir, base, acc.unwrap_model(unet), ema)
+        stage_keys.write_stamp(out_dir, st, complete=True, profile=cfg["profile"])
     acc.wait_for_everyone()
     acc.end_training()
     return out_dir
@@ -211,7 +212,7 @@ def _make_perturbation(cfg: dict, method: str, rank: int) -> FairBayesianPerturb
 
 
 def _per_sample_loss(unet, noise_scheduler, cache: TrainingCache, idx: torch.Tensor, uncond_prob: float, device):
-    """l_i = mean over (C, H, W) of (prediction - target)^2 in fp32 (method.md section 1)."""
+    """l_i = mean over (C, H, W) of (prediction - target)^2 in fp32 (docs/method.md §1.2)."""
     mean, std = cache.latent_mean[idx], cache.latent_std[idx]
     latents = (mean + std * torch.randn_like(mean)) * cache.scaling_factor
     text_rows = cache.prompt_index[idx].clone()
@@ -254,77 +255,27 @@ def _bo_row(step: int, bo: dict, group_cols) -> dict:
 
 # ---------------------------------------------------------------- run directory and checkpoints
 
-def _claim_run_dir(out_dir: Path, resume: str | None) -> None:
-    """Refuse to train into a folder that holds something other than a run of ours, or a finished
-    run, unless resuming: never overwrite what we did not create."""
-    if not out_dir.exists() or not any(out_dir.iterdir()):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return
-    ours = (out_dir / "config.yaml").is_file() or (out_dir / "checkpoints").is_dir()
-    if not ours:
-        raise FileExistsError(f"{out_dir}: not empty and not a fairdiff run; choose another --out")
-    if resume is None:
-        raise FileExistsError(f"{out_dir}: already holds a run; pass --resume latest to continue it, "
-                              "or delete the folder to start again")
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint (incomplete ones only ever exist under a temporary name)."""
-    ckpts = sorted((Path(out_dir) / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"),
-                   key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-    return ckpts[-1] if ckpts else None
-
-
-def _save_checkpoint(out_dir, state, acc, unet, optimizer, ema, fbp, rank, keep) -> None:
-    """Every rank writes its own RNG and perturbation state into a temporary folder; the main process
-    adds the model, optimiser, EMA and logs, then renames the folder: a checkpoint is complete or absent."""
-    ckpt_root = out_dir / "checkpoints"
-    final = ckpt_root / f"{CHECKPOINT_PREFIX}{state.step:07d}"
-    tmp = ckpt_root / f".tmp-{final.name}"
-    if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    acc.wait_for_everyone()
-    torch.save({"torch_rng": torch.get_rng_state(), "fbp": fbp.state_dict() if fbp is not None else {}},
-               tmp / f"rank{rank}.pt")
-    if acc.is_main_process:
-        torch.save({"unet": acc.unwrap_model(unet).state_dict(), "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else {}}, tmp / "model.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": state.step, "world_size": acc.num_processes}))
-        pd.DataFrame(state.metrics).to_csv(tmp / "metrics.csv", index=False)
-        pd.DataFrame(state.bo_trace).to_csv(tmp / "bo_trace.csv", index=False)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(ckpt_root.glob(f"{CHECKPOINT_PREFIX}*"))[:-keep]:
-            shutil.rmtree(old)
-        _write_logs(out_dir, state)
-    acc.wait_for_everyone()
-
-
-def _load_checkpoint(ckpt: Path, acc, unet, optimizer, ema, fbp, rank) -> TrainState:
-    meta = json.loads((ckpt / "state.json").read_text())
-    if meta["world_size"] != acc.num_processes:
-        raise ValueError(f"{ckpt}: saved with {meta['world_size']} processes; resume with the same number")
-    model = torch.load(ckpt / "model.pt", weights_only=True)
-    acc.unwrap_model(unet).load_state_dict(model["unet"])
-    optimizer.load_state_dict(model["optimizer"])
-    if ema is not None:
-        ema.load_state_dict(model["ema"])
-    mine = torch.load(ckpt / f"rank{rank}.pt", weights_only=True)
-    torch.set_rng_state(mine["torch_rng"])
-    if fbp is not None:
-        fbp.load_state_dict(mine["fbp"])
-    metrics = pd.read_csv(ckpt / "metrics.csv").to_dict("records") if (ckpt / "metrics.csv").stat().st_size > 1 else []
-    bo = pd.read_csv(ckpt / "bo_trace.csv").to_dict("records") if (ckpt / "bo_trace.csv").stat().st_size > 1 else []
-    return TrainState(step=meta["step"], metrics=metrics, bo_trace=bo)
-
-
-def _write_logs(out_dir: Path, state: TrainState) -> None:
-    io.write_csv(out_dir / "metrics.csv", pd.DataFrame(state.metrics))
-    io.write_csv(out_dir / "bo_trace.csv", pd.DataFrame(state.bo_trace))
+def _claim_run_dir(out_dir: Path, st, resume: str | None) -> bool:
+    """Train only into an empty folder or a run of ours with the same stage key (method, training
+    settings, base): never overwrite what we did not create. Returns True when the run there is
+    already complete (nothing to do)."""
+    if stage_keys.is_empty(out_dir):
+        return False
+    stamp = stage_keys.read_stamp(out_dir)
+    if stamp is None or stamp.get("stage") != "train":
+        raise RunConflict(f"{out_dir}: not empty and not a fairdiff training run (no {stage_keys.STAMP} of ours); "
+                          "choose another --out")
+    if stamp["key"] != st.key:
+        changes = "\n  ".join(stage_keys.differences(stamp, st))
+        raise RunConflict(f"{out_dir}: holds a {stamp.get('method')} run made with other settings; nothing was "
+                          f"changed. Differences (run -> now):\n  {changes}\nRetrain with --retrain (moves the old "
+                          "run aside), or train elsewhere with --runs/--out.")
+    if stamp.get("complete"):
+        return True
+    if resume is None and (out_dir / "checkpoints").is_dir():
+        raise RunConflict(f"{out_dir}: already holds an unfinished run; resume it (resume='latest') or restart "
+                          "it (--restart moves it aside)")
+    return False
 
 
 def _save_final(out_dir: Path, base: str, unet, ema) -> None:

@@ -30,6 +30,7 @@ profile = "smoke"  # smoke (CI, seconds) | mini (the default reproduction) | pap
 dataset = "fairgenmed"  # fairgenmed | ham10000 | chexpert
 data_root = None  # None: synthetic data in the real format; or a path to the real dataset folder
 seed = None  # None: the profile's seed
+sets = []  # key.path=value overrides, as with --set on the command line
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -41,7 +42,7 @@ from fairdiff.imagesets import real_uint8
 from fairdiff.plots import counts_bar, grouped_grid, share_heatmap
 
 pd.set_option("display.width", 120)
-ctx = stages.context(profile, dataset, data_root, seed)
+ctx = stages.context(profile, dataset, data_root, seed, sets)
 records = stages.dataset(ctx)
 schema, figs = ctx.schema, ctx.figures
 print(f"{len(records)} subjects from {'synthetic' if ctx.cfg['data'].get('synthetic') else 'real'} {dataset} data")

@@ -15,7 +15,7 @@
 # # 2. Fair fine-tuning: baseline, random perturbation, FairDiffusion and two fairness baselines
 #
 # Every method fine-tunes the same UNet from the same initial weights, seed and data order; they
-# differ only in how the per-sample denoising losses are weighted (method.md section 2):
+# differ only in how the per-sample denoising losses are weighted (docs/method.md §2):
 #
 # | method | per-sample weight |
 # |---|---|
@@ -35,6 +35,7 @@ profile = "smoke"
 dataset = "fairgenmed"
 data_root = None
 seed = None
+sets = []  # key.path=value overrides, as with --set on the command line
 
 # %%
 import numpy as np
@@ -43,9 +44,8 @@ import pandas as pd
 from fairdiff import stages
 from fairdiff.fairness import FairBayesianPerturbation
 from fairdiff.plots import curves, image_grid
-from fairdiff.runs import METHODS
 
-ctx = stages.context(profile, dataset, data_root, seed)
+ctx = stages.context(profile, dataset, data_root, seed, sets)
 schema, figs, cfg = ctx.schema, ctx.figures, ctx.cfg
 base = stages.base(ctx)
 print({k: base[k] for k in ("source", "vae_trained")})
@@ -68,11 +68,15 @@ print(f"reconstruction MSE on [0, 1] pixels: {mse:.4f}")
 # %% [markdown]
 # ## Training every method
 # Each run is a folder under `runs/` with checkpoints, the final pipeline (raw and EMA UNet),
-# `metrics.csv` and `bo_trace.csv`; a run whose config is unchanged is reused.
+# `metrics.csv` and `bo_trace.csv`. A finished run whose training settings are unchanged is reused
+# (changing `sample.*` or `evaluate.*` never retrains), an interrupted one resumes from its newest
+# checkpoint, and a run trained with other settings is refused with the differing keys listed,
+# never deleted (`fairdiff train --retrain` moves it aside). The same runs are what
+# `fairdiff train` writes.
 
 # %%
-methods = list(METHODS)
-runs = {m: stages.trained(ctx, m) for m in methods}
+methods = list(cfg["methods"])
+runs = {m: stages.trained(ctx, m, progress=True) for m in methods}
 metrics, bo = stages.training_logs(ctx, methods)
 figs.table(metrics, "02_metrics")
 figs.table(bo, "02_bo_trace")
@@ -169,18 +173,6 @@ share.round(3)
 # prompts and seeds for every method. Full sampling and the evaluation follow in notebooks 3 and 4.
 
 # %%
-from fairdiff.models import load_pipeline
-from fairdiff.sample import generate, image_seed, set_scheduler
-
-records = stages.dataset(ctx)
-test = records[records["split"] == "test"].sort_values("id").head(4)
-images = []
-for method in methods:
-    pipe = load_pipeline(runs[method] / "final", unet=cfg["sample"]["unet"],
-                         dtype=getattr(torch, cfg["sample"]["dtype"]))
-    set_scheduler(pipe, cfg["sample"]["scheduler"])
-    seeds = [image_seed(cfg["seed"], i) for i in test["id"]]
-    images += list(generate(pipe, list(test["prompt"]), seeds, cfg["sample"]["steps"],
-                            cfg["sample"]["guidance_scale"], cfg["data"]["resolution"]))
+images, test = stages.sample_preview(ctx, methods, n=4)
 fig = image_grid(images, methods, ncols=4, title="samples (training frame), one row per method")
 figs.figure(fig, "02_samples_per_method", data=test[["id", "prompt"]])

@@ -27,6 +27,7 @@ profile = "smoke"
 dataset = "fairgenmed"
 data_root = None
 seed = None
+sets = []  # key.path=value overrides, as with --set on the command line
 
 # %%
 import pandas as pd
@@ -35,9 +36,8 @@ from fairdiff import stages
 from fairdiff.data import summary
 from fairdiff.imagesets import generated_uint8, real_uint8
 from fairdiff.plots import image_grid
-from fairdiff.runs import METHODS
 
-ctx = stages.context(profile, dataset, data_root, seed)
+ctx = stages.context(profile, dataset, data_root, seed, sets)
 schema, figs, cfg = ctx.schema, ctx.figures, ctx.cfg
 records = stages.dataset(ctx)
 s = cfg["sample"]
@@ -50,7 +50,7 @@ print(f"sampler: {s['scheduler']}, {s['steps']} steps, guidance {s['guidance_sca
 
 # %%
 # NBVAL_CHECK_OUTPUT
-methods = list(METHODS)
+methods = list(cfg["methods"])
 test_sets = {m: stages.sampled(ctx, m, "test") for m in methods}
 train_sets = {m: stages.sampled(ctx, m, "train") for m in methods}
 counts = pd.DataFrame({m: {"test": len(test_sets[m]), "train": len(train_sets[m])} for m in methods})

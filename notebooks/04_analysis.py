@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 4. Analysis: image quality per group, equity-scaled metrics, and classifiers trained on generated images
 #
-# The paper's evidence, computed for every trained method (method.md section 4):
+# The paper's evidence, computed for every trained method (docs/method.md §5):
 #
 # 1. **Generation quality per group.** FID, MiFID and IS of each method's test images, overall
 #    and for every demographic and clinical group, each generated group compared with the same
@@ -35,19 +35,18 @@ profile = "smoke"
 dataset = "fairgenmed"
 data_root = None
 seed = None
+sets = []  # key.path=value overrides, as with --set on the command line
 
 # %%
 import numpy as np
 import pandas as pd
 
-from fairdiff import stages
-from fairdiff.evaluate.features import equity_table
+from fairdiff import analysis, stages
 from fairdiff.plots import bars_with_ci
-from fairdiff.runs import METHODS
 
-ctx = stages.context(profile, dataset, data_root, seed)
+ctx = stages.context(profile, dataset, data_root, seed, sets)
 schema, figs, cfg = ctx.schema, ctx.figures, ctx.cfg
-methods = list(METHODS)
+methods = list(cfg["methods"])
 extractor = stages.domain_encoder(ctx)
 print(f"feature extractor: {extractor.name}; bootstrap resamples: {cfg['evaluate']['n_boot']}")
 
@@ -57,7 +56,8 @@ print(f"feature extractor: {extractor.name}; bootstrap resamples: {cfg['evaluate
 # bootstrap intervals (real and generated sets resampled independently).
 
 # %%
-gen = pd.concat([stages.generation_table(ctx, m) for m in methods], ignore_index=True)
+tables = analysis.evaluate(ctx, methods)  # every table below; also written by `fairdiff evaluate`
+gen = tables["generation_metrics"]
 figs.table(gen, "04_generation_metrics")
 overall = gen[(gen["attribute"] == "all") & gen["metric"].isin(["fid", "mifid", "is"])]
 view = overall.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(overall["boot_lo"], overall["boot_hi"])])
@@ -93,8 +93,7 @@ sizes.reset_index(drop=True)
 # generator should shrink.
 
 # %%
-gap = (per_group.groupby(["method", "attribute"], sort=False)["value"].agg(lambda v: v.max() - v.min())
-       .rename("fid_gap").reset_index())
+gap = tables["fid_gap"]
 figs.table(gap, "04_fid_gap")
 gap.pivot(index="method", columns="attribute", values="fid_gap").reindex(methods).round(3)
 
@@ -102,12 +101,12 @@ gap.pivot(index="method", columns="attribute", values="fid_gap").reindex(methods
 # ## Equity-scaled generation metrics
 # ES-IS = IS / (1 + sum over groups of |IS_g - IS|) (the authors' form for higher-is-better
 # metrics). ES-FID = FID x (1 + sum over groups of |FID_g - FID| / FID) is **our** definition: the
-# paper's formula for FID was not available (method.md section 4). Lower ES-FID and higher ES-IS
+# paper's formula for FID was not available (docs/method.md §5.3). Lower ES-FID and higher ES-IS
 # are better. ES-FID carries a 95 % interval from a joint bootstrap: each resample redraws the
 # whole real and generated sets and recomputes the overall and every group's FID from them.
 
 # %%
-es = pd.concat([equity_table(gen[gen["method"] == m]).assign(method=m) for m in methods], ignore_index=True)
+es = tables["equity_scaled_generation"]
 figs.table(es, "04_equity_scaled_generation")
 es_fid = es[es["metric"] == "es_fid"]
 figs.figure(bars_with_ci(es_fid, x="attribute", y="value", lo="boot_lo", hi="boot_hi", hue="method",
@@ -123,8 +122,9 @@ es.pivot_table(index="method", columns=["metric", "attribute"], values="value", 
 
 # %%
 sources = ["real"] + methods
-sem = pd.concat([stages.semantic_table(ctx, s) for s in sources], ignore_index=True)
-figs.table(sem, "04_semantic_metrics")
+sem_all = tables["semantic_metrics"]  # one block per configured classifier; the figures show the first
+sem = sem_all[sem_all["classifier"] == cfg["evaluate"]["classifiers"][0]["arch"]]
+figs.table(sem_all, "04_semantic_metrics")
 auc = sem[(sem["attribute"] == "all") & (sem["metric"] == "auc")]
 figs.figure(bars_with_ci(auc, x="task", y="value", lo="boot_lo", hi="boot_hi", hue="source",
                          title="test AUC of classifiers trained on real or generated images", ylabel="AUC"),
@@ -152,32 +152,6 @@ fair.pivot_table(index=["task", "source"], columns=["metric", "attribute"], valu
 # when their 95 % bootstrap intervals do not overlap.
 
 # %%
-def compare(table, lower_is_better, what):
-    ref = table[table["method"] == "baseline"].iloc[0]
-    lines = []
-    for _, row in table[table["method"] != "baseline"].iterrows():
-        better = row["value"] < ref["value"] if lower_is_better else row["value"] > ref["value"]
-        separated = row["boot_hi"] < ref["boot_lo"] or row["boot_lo"] > ref["boot_hi"]
-        verdict = ("better than" if better else "worse than") if separated else "not distinguishable from"
-        lines.append(f"- {what} of **{row['method']}** ({row['value']:.3g} [{row['boot_lo']:.3g}, {row['boot_hi']:.3g}]) "
-                     f"is {verdict} the baseline ({ref['value']:.3g} [{ref['boot_lo']:.3g}, {ref['boot_hi']:.3g}]).")
-    return lines
-
-
-fid_all = overall[overall["metric"] == "fid"]
-lines = compare(fid_all, True, "Overall FID")
-gaps = gap.pivot(index="method", columns="attribute", values="fid_gap")
-fair_gap = gaps.loc["fairbo"] - gaps.loc["baseline"]
-lines.append("- Per-group FID gap, fairbo minus baseline (negative = more equal): "
-             + ", ".join(f"{a} {v:+.3g}" for a, v in fair_gap.items())
-             + ". These gaps have no interval here; the per-group FID intervals in the figures above show how "
-               "much of a gap is noise.")
-auc_real = auc[auc["source"] == "real"].set_index("task")["value"]
-auc_fb = auc[auc["source"] == "fairbo"].set_index("task")["value"]
-lines.append("- Classifier AUC, trained on fairbo images vs on real images: "
-             + ", ".join(f"{t} {auc_fb[t]:.3f} vs {auc_real[t]:.3f}" for t in auc_real.index) + ".")
-lines.append(f"- Profile `{profile}` on {'synthetic' if cfg['data'].get('synthetic') else 'real'} data with "
-             f"the `{extractor.name}` extractor: this demonstrates the pipeline; it does not test the paper's claims "
-             "at the paper's scale.")
 from IPython.display import Markdown
-Markdown("\n".join(lines))
+
+Markdown(analysis.verdict(tables, cfg, extractor.name))

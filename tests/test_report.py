@@ -13,7 +13,7 @@ def _write(folder, name, rows):
 
 @pytest.fixture
 def figures(tmp_path):
-    folder = tmp_path / "figures" / "mini" / "fairgenmed"
+    folder = tmp_path / "runs" / "fairgenmed-mini" / "evaluation" / "tables"
     folder.mkdir(parents=True)
     gen, es, gap, sem = [], [], [], []
     for k, method in enumerate(["fairbo", "baseline"]):  # written out of order on purpose
@@ -30,10 +30,10 @@ def figures(tmp_path):
                     "boot_hi": auc + 0.01, "source": source})
         sem.append({"task": "glaucoma", "attribute": "race", "metric": "es_auc", "value": auc - 0.1,
                     "boot_lo": auc - 0.2, "boot_hi": auc - 0.05, "source": source})
-    _write(folder, "04_generation_metrics", gen)
-    _write(folder, "04_equity_scaled_generation", es)
-    _write(folder, "04_fid_gap", gap)
-    _write(folder, "04_semantic_metrics", sem)
+    _write(folder, "generation_metrics", gen)
+    _write(folder, "equity_scaled_generation", es)
+    _write(folder, "fid_gap", gap)
+    _write(folder, "semantic_metrics", sem)
     return tmp_path
 
 
@@ -52,5 +52,5 @@ def test_results_tables_carry_values_with_intervals_in_method_order(figures):
 
 
 def test_missing_tables_name_the_file_and_the_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"04_generation_metrics.csv.*make reproduce"):
+    with pytest.raises(FileNotFoundError, match=r"generation_metrics.csv.*fairdiff evaluate, or make reproduce"):
         results_markdown("mini", "fairgenmed", root=tmp_path)

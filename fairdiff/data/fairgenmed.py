@@ -1,6 +1,6 @@
 """Read a FairGenMed folder (SLO fundus photos, glaucoma) into one DataFrame row per subject.
 
-On disk (method.md section 3, datasets.md section 1)::
+On disk (docs/datasets.md §1; groups and prompts: docs/method.md §4.1)::
 
     <root>/data_summary.csv                (or <root>/ReadMe/data_summary.csv)
     <root>/<split>/data_<ID>.npz           demographics, glaucoma, an image copy ``slo_fundus``

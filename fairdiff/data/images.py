@@ -22,6 +22,22 @@ step calls the same PIL operation torchvision calls, and the results match it ex
 Every step before the last works on uint8 pixels, so :func:`prepare_uint8` is the whole
 pipeline in 8 bits and :func:`preprocess` only adds the scaling; a cache can store the uint8
 result (4x smaller) and reproduce the float tensor bit for bit.
+
+Two pipelines, chosen by ``preprocess`` (docs/method.md, section 4.2):
+
+- ``"ours"`` (the default): the steps above. FairGenMed is rotated, HAM10000 and CheXpert are not
+  (``Schema.rotate``).
+- ``"authors"``: what the authors' HAM10000 and CheXpert code does. Before the steps above it
+  squashes the photo to 200 x 200 (aspect ratio not kept) with ``skimage.transform.resize``'s
+  defaults: pixels as floats in [0, 1], a Gaussian blur of sigma (factor - 1) / 2 along each
+  shrunk axis, bilinear resampling (``scipy.ndimage.zoom``, grid mode, mirrored edges), clipped to
+  the input's range, then times 255 and cast to uint8 (truncation); and every dataset is rotated.
+  :func:`squash` does this with scipy, the library skimage calls. Not reproduced: the lossy JPEG
+  copies the authors wrote of the 200 px images (CheXpert through PIL at quality 75; HAM10000
+  through OpenCV at quality 95, which also rounds instead of truncating and swaps the red and
+  blue channels, a bug). For FairGenMed the authors' pipeline is ours, so ``"authors"`` changes
+  nothing there. :func:`pipeline_kwargs` says, per dataset, which arguments of
+  :func:`prepare_uint8` a choice means.
 """
 from __future__ import annotations
 
@@ -30,6 +46,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
+
+PREPROCESS = ("ours", "authors")
+AUTHORS_SQUASH = 200  # px: the authors' HAM10000 / CheXpert copies are 200 x 200
+AUTHORS_SQUASHED = frozenset({"ham10000", "chexpert"})  # datasets whose authors' pipeline squashes
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -85,10 +106,51 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def prepare_uint8(img: Image.Image, resolution: int, rotate: bool = True) -> torch.Tensor:
-    """The paper's preprocessing up to, not including, the scaling: uint8 tensor [3, R, R]."""
+def check_preprocess(preprocess: str) -> str:
+    """``preprocess`` itself, or a ValueError naming the allowed values."""
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess must be one of {list(PREPROCESS)}; got {preprocess!r}")
+    return preprocess
+
+
+def pipeline_kwargs(schema, preprocess: str = "ours", rotate: bool | None = None) -> dict:
+    """The ``rotate`` and ``preprocess`` arguments of :func:`prepare_uint8` that ``preprocess``
+    means for the dataset of ``schema``: ``"ours"`` rotates as ``schema.rotate`` says; the
+    authors rotated every dataset and squashed only HAM10000 and CheXpert (module docstring).
+    An explicit ``rotate`` wins."""
+    check_preprocess(preprocess)
+    authors = preprocess == "authors"
+    return {"rotate": (authors or schema.rotate) if rotate is None else bool(rotate),
+            "preprocess": "authors" if authors and schema.name in AUTHORS_SQUASHED else "ours"}
+
+
+def squash(img: Image.Image, size: int = AUTHORS_SQUASH) -> Image.Image:
+    """Resize to ``size`` x ``size`` as ``skimage.transform.resize(img, (size, size))`` then
+    ``(out * 255).astype(np.uint8)`` do (the authors' HAM10000 / CheXpert step; module docstring).
+
+    The anti-aliasing blur and the resampling are the scipy.ndimage calls skimage makes, with its
+    defaults, so the result matches skimage's without depending on it."""
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels; got {size}")
+    source = np.multiply(np.asarray(img.convert("RGB")), 1.0 / 255, dtype=np.float64)  # as skimage's img_as_float
+    factors = np.array([source.shape[0] / size, source.shape[1] / size, 1.0])
+    blurred = source
+    if (factors > 1).any():  # skimage blurs only when some axis shrinks, and only along those
+        blurred = ndimage.gaussian_filter(source, np.maximum(0.0, (factors - 1) / 2), mode="mirror")
+    out = ndimage.zoom(blurred, 1 / factors, order=1, mode="mirror", grid_mode=True)
+    np.clip(out, source.min(), source.max(), out=out)
+    return Image.fromarray((out * 255).astype(np.uint8))
+
+
+def prepare_uint8(img: Image.Image, resolution: int, rotate: bool = True, preprocess: str = "ours") -> torch.Tensor:
+    """The paper's preprocessing up to, not including, the scaling: uint8 tensor [3, R, R].
+
+    ``preprocess="authors"`` first squashes the photo to 200 x 200 (:func:`squash`); which
+    datasets that applies to, and their rotation, is :func:`pipeline_kwargs`'s business."""
     if resolution < 1:
         raise ValueError(f"resolution must be a positive number of pixels; got {resolution}")
+    if check_preprocess(preprocess) == "authors":
+        img = squash(img)
     stretched = Image.fromarray(minmax_stretch(np.asarray(img.convert("RGB"))))
     if rotate:
         stretched = rotate_clockwise(stretched)
@@ -101,9 +163,9 @@ def uint8_to_unit(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.to(torch.float32).div(127.5).sub(1.0)
 
 
-def preprocess(img: Image.Image, resolution: int, rotate: bool = True) -> torch.Tensor:
+def preprocess(img: Image.Image, resolution: int, rotate: bool = True, preprocess: str = "ours") -> torch.Tensor:
     """The paper's preprocessing: a float tensor [3, R, R] in [-1, 1] (see module doc)."""
-    return uint8_to_unit(prepare_uint8(img, resolution, rotate))
+    return uint8_to_unit(prepare_uint8(img, resolution, rotate, preprocess))
 
 
 def to_anatomical(x: torch.Tensor | Image.Image) -> torch.Tensor | Image.Image:

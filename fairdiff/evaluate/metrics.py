@@ -194,7 +194,7 @@ def equity_scaled(overall: float, per_group: Mapping[object, float] | Sequence[f
 
     Higher is better (AUC, ACC, IS), from the authors' code and Harvard-GF:
         ES-M = M / (1 + alpha * sum_g |M_g - M|).
-    Lower is better (FID): OUR definition (method.md section 4; the paper's formula was not
+    Lower is better (FID): OUR definition (docs/method.md §5.3; the paper's formula was not
     available), relative deviations so the penalty does not depend on FID's scale:
         ES-M = M * (1 + alpha * sum_g |M_g - M| / M)  (= M + alpha * sum_g |M_g - M|).
     Both equal M when every group equals M and get worse as groups diverge. A NaN group value

@@ -77,7 +77,7 @@ UNRENDERED_RATES = {"Enlarged Cardiomediastinum": 0.05, "Lung Opacity": 0.49, "L
 @dataclass(frozen=True)
 class ChestXraySynthParams:
     """Knobs of the synthetic CheXpert. Defaults follow the real dataset where it is documented
-    (datasets.md 2.2: measured on the real train.csv); race shares are approximate.
+    (docs/datasets.md §3.1: measured on the real train.csv); race shares are approximate.
 
     Group priors
       p_female, p_sex_unknown: sex shares (CheXpert: 40.6 % female, a handful unknown).

@@ -20,7 +20,7 @@ counter-clockwise (PIL ``ROTATE_90``), hence 512 x 664; the paper's preprocessin
 degrees clockwise, which brings the anatomical view back. :func:`to_stored_frame` and
 :func:`to_anatomical_frame` are the two directions.
 
-Population (``FundusSynthParams``; defaults follow the source hospital, see shared/notes/datasets.md):
+Population (``FundusSynthParams``; defaults follow the source hospital, see docs/datasets.md §4.1):
 race, gender, ethnicity (with an "unknown" share written as -1), language, marital status and age
 are drawn per subject. Glaucoma is logistic in age and race, with the intercept solved so that the
 expected prevalence equals ``glaucoma_prevalence``. The clinical labels follow the clinic's rules:

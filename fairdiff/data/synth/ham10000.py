@@ -11,7 +11,7 @@ Image ids count up from ISIC_0024306, the first real one. One difference, on pur
 holds the first half of the images rather than the first 5,000, so that small datasets
 exercise both folders.
 
-What is simulated (datasets.md 4.2): a lesion per lesion_id, photographed 1-3 times (HAM holds
+What is simulated (docs/datasets.md §4.2): a lesion per lesion_id, photographed 1-3 times (HAM holds
 about 1.34 images per lesion) at a different rotation, zoom and position each time; the
 diagnosis drawn with the HAM prior and drawn in its typical look (nv: round, uniform brown,
 regular network; mel: large, asymmetric, irregular border, several colours, blue-white veil and
@@ -135,7 +135,7 @@ class DermoscopySynthParams:
 
 @dataclass(frozen=True)
 class LesionLook:
-    """How one diagnosis looks: shape ranges, palette and structures (datasets.md 4.2)."""
+    """How one diagnosis looks: shape ranges, palette and structures (docs/datasets.md §4.2)."""
 
     radius: tuple[float, float]       # in units of half the short image side, at zoom 1
     irregularity: float               # amplitude of the border's harmonics

@@ -4,53 +4,102 @@ Real images go through the training preprocessing (paper: stretch, rotate, resiz
 then rotated back; generated images are saved already rotated back (:mod:`fairdiff.sample`). Both
 therefore sit in the stored (anatomical) frame at the training resolution, as the authors' evaluation
 compares them.
+
+Evaluation streams: :class:`RealImages` and :class:`GeneratedImages` are Datasets that decode one
+image file per item (uint8 [3, H, W]), and :func:`cached_real` decodes a real split once into a
+uint8 ``.npy`` file, batch by batch, and hands back a reader of its rows. The evaluation
+functions (:mod:`fairdiff.evaluate`) take any of them and read one batch at a time, so memory is
+bounded by the batch. :func:`real_uint8` and :func:`generated_uint8` load a whole (small) set at
+once, for figures.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
+from fairdiff import arrays, io
+from fairdiff.arrays import NpyRows
 from fairdiff.data.images import load_image, prepare_uint8, to_anatomical
 from fairdiff.schema import Schema
 
 
+def real_pixels(path: str | Path, schema: Schema, resolution: int) -> torch.Tensor:
+    """uint8 [3, R, R]: one real image through the training preprocessing, back in the anatomical frame."""
+    x = prepare_uint8(load_image(path), resolution, rotate=schema.rotate)
+    return to_anatomical(x).contiguous() if schema.rotate else x
+
+
+class RealImages(Dataset):
+    """The real images of ``frame`` as uint8 [3, R, R] in the anatomical frame, decoded per item."""
+
+    def __init__(self, frame: pd.DataFrame, schema: Schema, resolution: int):
+        self.paths = frame["image_path"].astype(str).tolist()
+        self.schema, self.resolution = schema, int(resolution)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return real_pixels(self.paths[index], self.schema, self.resolution)
+
+
+class GeneratedImages(Dataset):
+    """The generated images of a sampling manifest (``path`` column) as uint8 [3, H, W], decoded per item."""
+
+    def __init__(self, manifest: pd.DataFrame):
+        self.paths = manifest["path"].astype(str).tolist()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with Image.open(self.paths[index]) as im:
+            return torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
 def real_uint8(frame: pd.DataFrame, schema: Schema, resolution: int) -> np.ndarray:
-    """uint8 [N, R, R, 3] real images in the anatomical frame."""
-    out = []
-    for path in frame["image_path"]:
-        x = prepare_uint8(load_image(path), resolution, rotate=schema.rotate)
-        if schema.rotate:
-            x = to_anatomical(x)
-        out.append(x.permute(1, 2, 0).numpy())
+    """uint8 [N, R, R, 3] real images in the anatomical frame, all in memory (figures, small sets)."""
+    ds = RealImages(frame, schema, resolution)
+    out = [ds[i].permute(1, 2, 0).numpy() for i in range(len(ds))]
     return np.stack(out) if out else np.zeros((0, resolution, resolution, 3), np.uint8)
 
 
 def generated_uint8(manifest: pd.DataFrame) -> np.ndarray:
-    """uint8 [N, R, R, 3] generated images listed in a sampling manifest (``path`` column)."""
-    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in manifest["path"]])
+    """uint8 [N, R, R, 3] generated images listed in a sampling manifest (``path`` column), all in memory."""
+    ds = GeneratedImages(manifest)
+    return np.stack([ds[i].permute(1, 2, 0).numpy() for i in range(len(ds))])
 
 
-def to_unit_tensor(images: np.ndarray) -> torch.Tensor:
-    """float32 [N, 3, H, W] in [0, 1]: the format the feature extractors take."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
+def to_unit_tensor(images) -> torch.Tensor:
+    """float32 [N, 3, H, W] in [0, 1] from uint8 [N, H, W, 3] (an array or :class:`NpyRows`), all in
+    memory. The evaluation functions take the uint8 images directly and convert per batch; this
+    is for small sets and old call styles."""
+    return torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float().div(255.0)
 
 
-def cached_real(frame: pd.DataFrame, schema: Schema, resolution: int, cache_dir: str | Path) -> np.ndarray:
-    """Real images of ``frame``, decoded once per (ids, resolution) and kept as a .npy file."""
-    import hashlib
+def cached_real(frame: pd.DataFrame, schema: Schema, resolution: int, cache_dir: str | Path, num_workers: int = 0,
+                batch_size: int = 64) -> NpyRows:
+    """Real images of ``frame``, decoded once per (ids, resolution) into ``real-<key>.npy`` (uint8
+    [N, R, R, 3], anatomical frame) and returned as a reader of its rows.
 
-    from fairdiff import io
-
+    The file is built in batches (``num_workers`` DataLoader workers decode) under a temporary
+    name and renamed when complete; the reader fetches only the rows asked for, so neither step
+    holds the set in memory. ``np.asarray(result)`` loads it whole."""
     key = hashlib.sha256(("|".join(frame["id"].astype(str)) + f"@{resolution}").encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"real-{key}.npy"
-    if path.is_file():
-        return np.load(path, allow_pickle=False)
-    images = real_uint8(frame, schema, resolution)
-    with io.atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, images, allow_pickle=False)
-    return images
+    if not path.is_file():
+        images = RealImages(frame, schema, resolution)
+        with io.atomic_path(path) as tmp:
+            arrays.create(tmp, (len(images), resolution, resolution, 3), np.uint8)
+            loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
+            start = 0
+            for batch in loader:
+                arrays.write_rows(tmp, start, batch.permute(0, 2, 3, 1))
+                start += len(batch)
+    return NpyRows(path)

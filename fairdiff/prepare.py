@@ -258,7 +258,11 @@ def ensure_dataset(cfg: dict, progress: bool = True) -> Path:
     root = Path(cfg["data"]["root"])
     if not cfg["data"].get("synthetic"):
         if not root.is_dir():
-            raise FileNotFoundError(f"{root}: dataset folder not found (data.root in the {cfg['profile']} profile)")
+            from fairdiff.errors import DataError
+
+            raise DataError(root, "data.root", f"an existing dataset folder (set data.root in the {cfg['profile']} "
+                            "profile, or --set data.root=PATH; the README says how to obtain each dataset)",
+                            "no such folder")
         return root
     params = root / "synth_params.json"
     if params.is_file():

@@ -3,19 +3,20 @@
 runs/<dataset>-<profile>/
   base/                  the starting pipeline (tiny: VAE trained here) shared by every method
   base/cache/            VAE latents and text embeddings of the training images (frozen encoders)
-  <method>/              one training run: checkpoints/, final/ (pipeline, unet + unet_ema),
-                         metrics.csv, bo_trace.csv, config.yaml
-  samples/<method>/      generated test images + manifest.csv
-  evaluation/            feature extractor, metric tables
+  <method>/              one training run: stage.json (our stamp: key, settings, run id),
+                         checkpoints/, final/ (pipeline, unet + unet_ema), metrics.csv,
+                         bo_trace.csv, config.yaml (written once, at creation)
+  samples/<method>/<split>/  generated images + manifest.csv + stage.json
+  evaluation/            feature extractor, per-method tables (each with its .stage.json)
+  evaluation/tables/     every analysis table (fairdiff evaluate, notebook 04), read by fairdiff report
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from fairdiff.config import METHODS  # noqa: F401 - re-exported: the methods a run folder can hold
 from fairdiff.env import WORK_ROOT
-
-METHODS = ("baseline", "random", "fairbo", "reweight", "resample")
 
 
 @dataclass(frozen=True)

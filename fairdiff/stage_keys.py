@@ -150,7 +150,7 @@ def differences(stamp: dict, st: Stage) -> list[str]:
         if stamp.get("inputs", {}).get(k) != st.inputs.get(k) and not lines:
             lines.append(f"input {k}: {stamp.get('inputs', {}).get(k)} -> {st.inputs.get(k)}")
     for k in sorted(set(st.identity)):
-        if stamp.get(k) != st.identity[k]:
+        if k in stamp and stamp[k] != st.identity[k]:
             lines.insert(0, f"{k}: {stamp.get(k)!r} -> {st.identity[k]!r}")
     return lines
 

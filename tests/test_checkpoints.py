@@ -103,6 +103,7 @@ DAMAGE = {
     "one flipped byte in model.pt": ("model.pt", _flip_one_byte, "sha256"),
     "emptied metrics.csv": ("metrics.csv", lambda p: p.write_text("\n"), "bytes"),
     "no manifest": (MANIFEST, lambda p: p.unlink(), "missing"),
+    "manifest not JSON": (MANIFEST, lambda p: p.write_text('{"files": {'), "unreadable"),
 }
 
 

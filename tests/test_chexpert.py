@@ -224,10 +224,16 @@ def test_missing_column(cxr_copy):
 @pytest.mark.parametrize("column,value", [("Sex", "Robot"), ("Pleural Effusion", "2.0"), ("Age", "old"),
                                           ("Frontal/Lateral", "Oblique"), ("Path", "somewhere/else.jpg")])
 def test_value_outside_vocabulary(cxr_copy, column, value):
+    film = pd.read_csv(train_csv(cxr_copy), dtype=str)["Path"].iloc[0]
     edit_csv(train_csv(cxr_copy), lambda f: f.assign(**{column: [value] + f[column].tolist()[1:]}))
     df = load_chexpert(cxr_copy, frontal_only=False)
     rej = df.attrs["rejections"]
-    assert len(rej) == 1 and rej["field"].iloc[0] == column and rej["file"].iloc[0].endswith("train.csv")
+    assert rej["field"].iloc[0] == column and rej["file"].iloc[0].endswith("train.csv")
+    if column == "Path":  # the row no longer names its film: that file is now a file without a row
+        assert len(rej) == 2 and rej["file"].iloc[1] == str(cxr_copy / film) and rej["field"].iloc[1] == "Path"
+        assert "no row" in rej["reason"].iloc[1]
+    else:
+        assert len(rej) == 1
     assert len(df) == N - 1
     with pytest.raises(DataError) as err:
         load_chexpert(cxr_copy, strict=True)

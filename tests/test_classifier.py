@@ -1,8 +1,6 @@
 """Classifiers trained on (generated) images and scored on real ones: learning, determinism, the table."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,7 +41,7 @@ def test_classifier_beats_chance_on_held_out_data(trained):
     tx, ty, _ = brightness_task(120, 3, seed=2)
     proba = predict_proba(model, tx)
     assert M.auc(ty, proba, 3) > 0.9 and M.accuracy(ty, proba.argmax(1)) > 0.6  # chance: 0.5 and 1/3
-    assert list(history.columns) == ["epoch", "train_loss", "val_auc", "val_acc", "selected"]
+    assert list(history.columns) == ["epoch", "train_loss", "val_auc", "val_acc", "selected", "arch", "init"]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
 
 
@@ -112,9 +110,118 @@ def test_input_adapter_treats_uint8_and_float_alike():
         adapt(torch.rand(3, 8, 8))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("timm") is not None, reason="timm is installed")
-def test_timm_backbones_explain_the_missing_extra():
-    with pytest.raises(ImportError, match=r"pip install 'fairdiff\[timm\]'"):
-        build_classifier("efficientnet_b1", n_classes=2)
+TINY = {"efficientnet_b1": {"width_coefficient": 0.25, "depth_coefficient": 0.1, "hidden_dim": 32},
+        "vit_b16": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+                    "patch_size": 8}}
+
+
+def quantised(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 [N, 3, H, W], the same images as float [0, 1], contiguous like the streamed batches)."""
+    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    return u8, u8.float().div(255.0)
+
+
+class ImageList(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.images[i]}
+
+
+def test_streamed_uint8_sources_train_the_same_model_as_a_float_tensor(tmp_path):
+    from fairdiff import arrays
+
+    x, y, _ = brightness_task(96, 3, seed=0)
+    vx, vy, _ = brightness_task(48, 3, seed=1)
+    (u8, as_float), (vu8, v_float) = quantised(x), quantised(vx)
+    arrays.create(tmp_path / "train.npy", (96, 16, 16, 3), np.uint8)
+    arrays.write_rows(tmp_path / "train.npy", 0, u8.permute(0, 2, 3, 1))
+    ref, ref_hist = train_classifier(as_float, y, v_float, vy, n_classes=3, seed=0, **FAST)
+    for source, val in ((arrays.NpyRows(tmp_path / "train.npy"), vu8), (ImageList(u8), ImageList(vu8))):
+        model, hist = train_classifier(source, y, val, vy, n_classes=3, seed=0, **FAST)
+        pd.testing.assert_frame_equal(hist, ref_hist)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    np.testing.assert_array_equal(predict_proba(ref, ImageList(vu8), batch_size=7), predict_proba(ref, v_float))
+
+
+def test_boot_mean_and_std_are_the_authors_mean_and_std_over_resamples(trained):
+    model, _ = trained
+    tx, ty, meta = brightness_task(90, 3, seed=5)
+    table = semantic_evaluation(model, tx, ty, meta, FAIRGENMED, "cdr_status", n_boot=25, seed=3)
+    proba = predict_proba(model, tx)
+    rng = np.random.default_rng(3)  # the bootstrap's resamples: n rows with replacement, seeded
+    aucs = []
+    for _ in range(25):
+        rows = rng.integers(0, len(ty), len(ty))
+        aucs.append(M.auc(ty[rows], proba[rows], 3))
+    row = table[(table.attribute == "all") & (table.metric == "auc")].iloc[0]
+    assert row.boot_mean == pytest.approx(np.mean(aucs)) and row.boot_std == pytest.approx(np.std(aucs))
+    assert row.boot_std > 0 and table["boot_std"].notna().any()
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b1", "vit_b16"])
+def test_paper_backbones_build_train_and_predict_at_tiny_size(arch):
+    x, y, _ = brightness_task(24, 2, seed=0, res=32)
+    model, history = train_classifier(x, y, x[:12], y[:12], n_classes=2, epochs=1, batch_size=12, lr=1e-3, seed=0,
+                                      arch=arch, in_res=32, config_overrides=TINY[arch])
+    assert history["init"].iloc[0].startswith("random initialisation") and history["arch"].iloc[0] == arch
+    proba = predict_proba(model, (x[:5] * 255).byte())  # uint8 input of another size is resized inside
+    assert proba.shape == (5, 2) and np.allclose(proba.sum(1), 1.0)
+
+
+def test_real_sized_backbones_have_the_papers_sizes():
+    """EfficientNet-B1 (7.8 M parameters with its 1000-class head, 6.5 M without) and ViT-B/16 (86 M)."""
+    from fairdiff.models import count_parameters
+
+    b1 = build_classifier("efficientnet_b1", n_classes=1000, in_res=200)
+    assert 7.7e6 < count_parameters(b1) < 7.9e6
+    vit = build_classifier("vit_b16", n_classes=1000, in_res=224)
+    assert 86.4e6 < count_parameters(vit) < 86.7e6
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b1", "vit_b16"])
+def test_local_weights_load_and_only_the_head_is_new(arch, tmp_path):
+    from fairdiff.evaluate.classifier import HFBackbone
+
+    saved = build_classifier(arch, n_classes=5, in_res=32, config_overrides=TINY[arch])
+    net = next(m for m in saved.modules() if isinstance(m, HFBackbone)).net
+    net.save_pretrained(tmp_path / "folder")
+    for weights in (tmp_path / "folder", tmp_path / "folder" / "model.safetensors"):
+        loaded = build_classifier(arch, n_classes=2, in_res=32, weights_path=weights, config_overrides=TINY[arch])
+        assert str(weights) in loaded.init
+        mine, theirs = loaded.state_dict(), saved.state_dict()
+        head = [k for k in mine if mine[k].shape != theirs[k].shape]
+        assert head and all("classifier" in k for k in head)  # the 5-class head is replaced by a 2-class one
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine if k not in head)
+
+
+def test_missing_weights_name_the_file_and_how_to_get_them(tmp_path):
+    from fairdiff.errors import DataError
+
+    with pytest.raises(DataError, match=r"weights/b1.*google/efficientnet-b1.*save_pretrained.*missing"):
+        build_classifier("efficientnet_b1", n_classes=2, weights_path="weights/b1")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"google/vit-base-patch16-224.*without config.json"):
+        build_classifier("vit_b16", n_classes=2, weights_path=tmp_path / "empty")
     with pytest.raises(ValueError, match="unknown classifier arch"):
         build_classifier("resnet50", n_classes=2)
+
+
+def test_classifier_settings_from_a_config_entry():
+    from fairdiff.errors import ConfigError
+    from fairdiff.evaluate.classifier import classifier_settings
+
+    entry = {"arch": "efficientnet_b1", "image_size": None, "lr": 1e-3, "epochs": 10, "batch_size": 16,
+             "weights": "weights/efficientnet-b1"}
+    assert classifier_settings(entry, resolution=64) == {
+        "arch": "efficientnet_b1", "in_res": 64, "lr": 1e-3, "epochs": 10, "batch_size": 16,
+        "weights_path": "weights/efficientnet-b1"}
+    assert classifier_settings(entry | {"image_size": 200}, 64)["in_res"] == 200
+    with pytest.raises(ConfigError, match="unknown keys.*'depth'"):
+        classifier_settings(entry | {"depth": 3}, 64)
+    with pytest.raises(ConfigError, match="arch"):
+        classifier_settings(entry | {"arch": "resnet"}, 64)

@@ -185,7 +185,7 @@ def test_preprocessed_positional_fallback_warns_and_reads_the_authors_columns(ha
     expected = write_medfair_split(ham_copy, positional=True, with_val=False)
     with pytest.warns(UserWarning, match="column 9"):
         df = load_ham10000(ham_copy, layout="preprocessed")
-    assert set(df["split"]) == {"train", "test"}
+    assert set(df["split"]) == {"train", "val", "test"} and df.attrs["val_carved"]["by"] == "lesion_id"  # no val CSV
     got = df.set_index("id")
     for rec in expected.to_dict("records"):
         row = got.loc[Path(rec["col9"]).stem]

@@ -106,7 +106,7 @@ def test_killed_training_resumes_bit_identically_and_the_cli_run_is_the_notebook
     straight = stages.trained(stages.context(profile, runs=tmp_path / "straight"), "fairbo")
 
     runs = tmp_path / "runs"
-    killed = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_train.py"), profile, runs, "fairbo", 5],
+    killed = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_train.py"), str(profile), str(runs), "fairbo", "5"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     run = stages.context(profile, runs=runs).layout.method("fairbo")

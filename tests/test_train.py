@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from fairdiff.errors import RunConflict
 from fairdiff.runs import METHODS
 from fairdiff.train import BatchOrder, latest_checkpoint, train
 
@@ -56,7 +57,7 @@ def test_resume_continues_exactly(synthetic_fairgenmed, prepared_base, tmp_path)
     split = tmp_path / "split"
     train(cfg, "fairbo", split, str(base), base / "cache", progress=False, max_steps=3)
     assert not (split / "final").exists() and latest_checkpoint(split).name == "step-0000003"
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RunConflict, match="unfinished run"):
         train(cfg, "fairbo", split, str(base), base / "cache", progress=False)  # no silent overwrite
     train(cfg, "fairbo", split, str(base), base / "cache", progress=False, resume="latest")
     a, b = _unet_state(straight), _unet_state(split)
@@ -90,9 +91,22 @@ def test_refuses_to_train_into_a_foreign_folder(prepared_base, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
-    with pytest.raises(FileExistsError, match="not a fairdiff run"):
+    with pytest.raises(RunConflict, match="not a fairdiff training run"):
         train(cfg, "baseline", foreign, str(base), base / "cache", progress=False)
     assert (foreign / "thesis.tex").read_text() == "precious"
+    (foreign / "config.yaml").write_text("a: 1\n")  # a config.yaml alone does not make a folder ours
+    with pytest.raises(RunConflict, match="not a fairdiff training run"):
+        train(cfg, "baseline", foreign, str(base), base / "cache", progress=False, resume="latest")
+    assert (foreign / "config.yaml").read_text() == "a: 1\n"
+
+
+def test_resume_into_a_run_of_another_method_is_refused_and_names_it(prepared_base, tmp_path):
+    cfg, base = prepared_base
+    run = train(cfg, "baseline", tmp_path / "run", str(base), base / "cache", progress=False, max_steps=1)
+    config = (run / "config.yaml").read_bytes()
+    with pytest.raises(RunConflict, match=r"method: 'baseline' -> 'fairbo'"):
+        train(cfg, "fairbo", run, str(base), base / "cache", progress=False, resume="latest")
+    assert (run / "config.yaml").read_bytes() == config
 
 
 @pytest.mark.multiprocess

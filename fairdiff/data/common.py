@@ -1,7 +1,10 @@
 """Checks shared by every dataset loader: each failure names the file, the field and what was expected."""
 from __future__ import annotations
 
-from pathlib import Path
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PureWindowsPath
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -10,6 +13,12 @@ from PIL import Image
 
 from fairdiff.errors import DataError, Rejections
 from fairdiff.schema import SPLITS, Schema
+
+log = logging.getLogger("fairdiff.data")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Threads for the image check: decoding releases the GIL, so they use several cores.
+IMAGE_CHECK_WORKERS = max(1, min(8, os.cpu_count() or 1))
 
 
 def require_dir(path: str | Path, what: str) -> Path:
@@ -70,15 +79,89 @@ def parse_age(value: object, file: str | Path, field: str, blanks: Iterable[str]
     return age
 
 
+def path_inside(root: Path, base: Path, raw: object, file: Path, field: str, row: int) -> Path:
+    """``base / raw`` (a path written in row ``row`` of ``file``) as an absolute path that lies
+    inside ``root``; a DataError otherwise, before anything at that path is touched.
+
+    The check is lexical (``..`` collapsed, symlinks not followed), so a symlink the user placed
+    under the root stays allowed, while an absolute path, a drive letter or a ``..`` that climbs
+    out of the root is refused. Row 1 is the first row after the header."""
+    text = str(raw).strip()
+    if not text:
+        raise DataError(file, field, "a file path relative to the dataset folder", f"row {row}: an empty cell")
+    posix = text.replace("\\", "/")
+    windows = PureWindowsPath(text)
+    if posix.startswith("/") or windows.drive or windows.root:
+        raise DataError(file, field, "a path relative to the dataset folder (absolute paths are refused and "
+                        "never opened)", f"row {row}: {text}")
+    top = os.path.abspath(root)
+    path = os.path.normpath(os.path.join(os.path.abspath(base), posix))
+    if path == top or os.path.commonpath([path, top]) != top:
+        raise DataError(file, field, f"a path that stays inside the dataset folder {top} ('..' that climbs out "
+                        "is refused and never opened)", f"row {row}: {text}")
+    return Path(path)
+
+
 def check_image(path: Path, field: str = "image") -> None:
-    """Fail unless ``path`` is an image file PIL can identify (reads the header only: fast)."""
+    """Fail unless ``path`` is an image that decodes completely, so a truncated or damaged file
+    is rejected at load time with its path instead of failing later in training.
+
+    A JPEG is decoded at 1/8 scale (libjpeg's DCT scaling): every byte of its compressed data is
+    still read and entropy-decoded, so a cut file fails, at about half the cost of a full decode.
+    Other formats are decoded fully."""
     if not path.is_file():
-        raise DataError(path, field, "an image file", "missing")
+        got = f"a dangling symlink to {os.readlink(path)}" if path.is_symlink() else "missing"
+        raise DataError(path, field, "an image file", got)
     try:
         with Image.open(path) as im:
-            im.verify()
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(path, field, "a readable image file", f"{type(exc).__name__}: {exc}") from exc
+            im.draft(im.mode, (1, 1))  # JPEG only; a no-op for other formats
+            im.load()
+    except Exception as exc:  # noqa: BLE001 - truncated data, bad headers, decompression bombs alike
+        raise DataError(path, field, "a readable image file that decodes completely",
+                        f"{type(exc).__name__}: {exc}") from exc
+
+
+def image_errors(paths: Sequence[str | Path], field: str = "image") -> list[DataError | None]:
+    """:func:`check_image` of each path (in order; None when fine), on a few threads."""
+    def one(path):
+        try:
+            check_image(Path(path), field)
+        except DataError as err:
+            return err
+        return None
+
+    workers = min(IMAGE_CHECK_WORKERS, len(paths))
+    if workers <= 1:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, paths, chunksize=16))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (any depth, symlinked folders followed once each, dangling
+    symlinks included), as lexical absolute paths, sorted."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(os.path.abspath(folder), followlinks=True):
+        stat = os.stat(top)
+        if (stat.st_dev, stat.st_ino) in seen:  # a symlink loop or a folder linked twice
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        found += [Path(top, name) for name in files if name.lower().endswith(IMAGE_SUFFIXES)]
+    return sorted(found)
+
+
+def reject_unlisted(files: Iterable[Path], listed: Iterable[str | Path], rejections: Rejections,
+                    table: Path | str, field: str, id_of=lambda path: Path(path).stem) -> int:
+    """Reject every file that no row of ``table`` names (``listed``: the paths the rows name, the
+    rejected rows' included); ``id_of`` gives the subject id a file would have. Returns the count."""
+    named = {os.path.normpath(os.path.abspath(p)) for p in listed}
+    count = 0
+    for path in files:
+        if os.path.normpath(os.path.abspath(path)) not in named:
+            rejections.add(id_of(path), DataError(path, field, f"a row in {table} for this file", "no row names it"))
+            count += 1
+    return count
 
 
 def split_by_group(groups: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
@@ -131,15 +214,77 @@ def find_duplicates(ids: Sequence[str]) -> set[str]:
 
 
 def keep_readable(rows: list[dict], rejections: Rejections) -> list[dict]:
-    """The rows whose ``image_path`` is an image PIL can identify (header only); the rest rejected."""
+    """The rows whose ``image_path`` is an image that decodes completely; the rest rejected."""
     kept = []
-    for row in rows:
-        try:
-            check_image(Path(row["image_path"]))
+    for row, err in zip(rows, image_errors([row["image_path"] for row in rows])):
+        if err is None:
             kept.append(row)
-        except DataError as err:
+        else:
             rejections.add(row["id"], err)
     return kept
+
+
+def carve_validation(frame: pd.DataFrame, by: str, fraction: float, seed: int) -> pd.DataFrame:
+    """``frame`` with a share ``fraction`` of its training groups (``by``: lesion, patient, ...)
+    moved to ``val`` when it has no validation rows, so no model is ever selected without them.
+
+    Whole groups move (seeded, by :func:`split_by_group`; at least one group); the frame comes
+    back sorted like a loader's, with ``attrs["val_carved"]`` saying what was done, and a
+    warning is logged. A frame with validation rows, or without training rows, is returned as is."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive); got {fraction}")
+    train = (frame["split"] == "train").to_numpy()
+    if (frame["split"] == "val").any() or not train.any():
+        return frame
+    groups = frame.loc[train, by].astype(str).to_numpy()
+    n_groups = np.unique(groups).size
+    if n_groups < 2:
+        raise DataError(frame.attrs.get("root", "dataset"), "split", "validation rows, or at least two training "
+                        f"groups ({by}) to set some aside as validation", f"{n_groups} training group")
+    share = max(fraction, 1.0 / n_groups)  # at least one group, even in a tiny dataset
+    split = split_by_group(groups, (1.0 - share, share, 0.0), seed)
+    out = frame.copy()
+    out.loc[train, "split"] = split
+    out["split"] = pd.Categorical(out["split"], categories=list(SPLITS), ordered=True)
+    out = out.sort_values(["split", "id"], kind="stable").reset_index(drop=True)
+    out["split"] = out["split"].astype(str)
+    carved = {"fraction": float(fraction), "seed": int(seed), "by": by, "groups": int(np.unique(groups[split == "val"]).size),
+              "rows": int((split == "val").sum()), "of_train_rows": int(train.sum())}
+    out.attrs = {**frame.attrs, "val_carved": carved}
+    log.warning("%s: no validation rows; set aside %d of %d training rows (%d %s groups, fraction %.3g, seed %d) "
+                "as validation", out.attrs.get("root", "dataset"), carved["rows"], carved["of_train_rows"],
+                carved["groups"], by, fraction, seed)
+    return out
+
+
+def rejection_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rejections of a loaded frame (``frame.attrs["rejections"]``) as a table to print or save.
+
+    Columns: ``file``, ``field``, ``reason`` (what was expected), ``count`` (rejections with the
+    same field and reason), ``id`` and ``detail`` (what was found). Sorted by count (largest
+    first), reason, file. Empty, with these columns, when nothing was rejected."""
+    columns = ["file", "field", "reason", "count", "id", "detail"]
+    raw = frame.attrs.get("rejections")
+    if raw is None or len(raw) == 0:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for rec in pd.DataFrame(raw).to_dict("records"):
+        reason, detail = _split_reason(str(rec["reason"]), str(rec["file"]), rec.get("field") or "")
+        rows.append({"file": rec["file"], "field": rec.get("field") or "", "reason": reason, "id": rec["id"],
+                     "detail": detail})
+    table = pd.DataFrame(rows)
+    table["count"] = table.groupby(["field", "reason"])["reason"].transform("size").astype("int64")
+    table = table.sort_values(["count", "reason", "file"], ascending=[False, True, True], kind="stable")
+    return table[columns].reset_index(drop=True)
+
+
+def _split_reason(message: str, file: str, field: str) -> tuple[str, str]:
+    """A DataError message without its ``file, field`` prefix, cut into (expected ..., got ...)."""
+    prefix = file + (f", field {field!r}" if field else "") + ": "
+    if message.startswith(prefix):
+        message = message[len(prefix):]
+    expected, sep, got = message.partition("; got ")
+    return expected, got if sep else ""
 
 
 # ----------------------------------------------------------------------------- loader

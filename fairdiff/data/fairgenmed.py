@@ -34,6 +34,18 @@ member reader that behaves like ``np.load(..., allow_pickle=False)`` at half its
 subjects index in a few seconds, see benchmarks/bench_index_fairgenmed.py). A needed key stored
 as a pickled object array is an error unless ``trust_pickle=True``, which warns and lets numpy
 unpickle it. Nothing in the dataset folder is ever written or deleted.
+
+Completeness: every subject's JPG is decoded (see :func:`fairdiff.data.common.check_image`), so
+a truncated photo is rejected at load time with its path. A CSV row whose npz is in no split
+folder (missing, or a dangling symlink) is a rejection naming the CSV row and the file; so is an
+npz without a CSV row and a ``slo_fundus_<ID>.jpg`` without its npz. Rows are checked against
+every split folder on disk when all three splits are loaded; when only some are, only rows whose
+``use`` column names a loaded split are. Paths are never built from CSV text: ``filename`` is
+matched by its base name against the files listed in the split folders.
+
+Validation: when train and val are loaded and no validation subject remains (every one
+rejected), ``val_fraction`` of the training subjects become validation, seeded by ``seed``
+(:func:`fairdiff.data.common.carve_validation`; ``attrs["val_carved"]`` records it).
 """
 from __future__ import annotations
 
@@ -52,7 +64,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from fairdiff.data.common import check_image, find_file, map_vocab, read_csv, require_dir
+from fairdiff.data.common import carve_validation, find_file, image_errors, map_vocab, read_csv, require_dir
 from fairdiff.errors import DataError, Rejections
 from fairdiff.schema import FAIRGENMED, SPLITS
 
@@ -60,6 +72,7 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "validatio
 SUMMARY_CSV = "data_summary.csv"
 SUMMARY_DIRS = ("", "ReadMe")
 NPZ_NAME = re.compile(r"data_(\d+)\.npz")
+JPG_NAME = re.compile(r"slo_fundus_(\d+)\.jpg")
 IMAGE_KEY = "slo_fundus"
 
 # npz key aliases per field, preferred spelling first
@@ -110,7 +123,7 @@ class _PickledKey(Exception):
 
 
 def load_fairgenmed(root: str | Path, *, strict: bool = False, trust_pickle: bool = False,
-                    splits: Iterable[str] = SPLITS) -> pd.DataFrame:
+                    splits: Iterable[str] = SPLITS, val_fraction: float = 0.1, seed: int = 0) -> pd.DataFrame:
     """One row per subject of a FairGenMed folder, sorted by split (train, val, test) then id.
 
     Columns: id, split, image_path, npz_path, prompt, race, gender, ethnicity (group ids, -1
@@ -122,6 +135,7 @@ def load_fairgenmed(root: str | Path, *, strict: bool = False, trust_pickle: boo
     the folder itself (no root, split folder, CSV or CSV column) always raise.
     ``df.attrs`` also holds ``unknown`` (attribute -> number of -1 values), ``root``,
     ``schema`` ("fairgenmed") and ``race_coding`` (see the module docstring).
+    ``val_fraction`` and ``seed``: the validation set carved from train when none is left.
     """
     root = require_dir(root, "FairGenMed dataset root").resolve()
     split_dirs = find_split_dirs(root, splits)
@@ -133,12 +147,18 @@ def load_fairgenmed(root: str | Path, *, strict: bool = False, trust_pickle: boo
     pickle_notice = _PickleNotice()
 
     records = []
-    for cand in _find_candidates(split_dirs, rejections):
+    for cand in _find_candidates(split_dirs, rejections, csv_path):
         try:
             row = _summary_row(cand, rows_by_name, repeated, csv_path)
             records.append((cand, _read_subject(cand, row, csv_path, refraction_column, trust_pickle, pickle_notice)))
         except DataError as err:
             _reject(rejections, cand, err)
+    _reject_rows_without_npz(summary, root, split_dirs, csv_path, rejections)
+    broken = image_errors([record["image_path"] for _, record in records], "slo_fundus jpg")
+    for (cand, _), err in zip(records, broken):
+        if err is not None:
+            _reject(rejections, cand, err)
+    records = [pair for pair, err in zip(records, broken) if err is None]
 
     legacy = _uses_legacy_race_codes(record["race"] for _, record in records)
     rows = []
@@ -164,8 +184,10 @@ def load_fairgenmed(root: str | Path, *, strict: bool = False, trust_pickle: boo
         race_coding="raw codes 2 Asian / 3 Black / 7 White" if legacy else "0 Asian / 1 Black / 2 White",
     )
     if rejections.items:
-        warnings.warn(f"{root}: skipped {len(rejections.items)} subject(s) with problems; "
+        warnings.warn(f"{root}: skipped {len(rejections.items)} subject(s) or file(s) with problems; "
                       "see df.attrs['rejections'] (or pass strict=True to stop at the first)", stacklevel=2)
+    if {"train", "val"} <= set(split_dirs):
+        frame = carve_validation(frame, "id", val_fraction, seed)
     return frame
 
 
@@ -175,11 +197,7 @@ def find_split_dirs(root: Path, splits: Iterable[str]) -> dict[str, Path]:
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected some of {list(SPLITS)}")
-    found: dict[str, list[Path]] = {}
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        canonical = SPLIT_FOLDERS.get(entry.name.lower())
-        if canonical and entry.is_dir():
-            found.setdefault(canonical, []).append(Path(entry.path))
+    found = _split_folders(root)
     dirs = {}
     for split in splits:
         names = [n for n, s in SPLIT_FOLDERS.items() if s == split]
@@ -191,6 +209,36 @@ def find_split_dirs(root: Path, splits: Iterable[str]) -> dict[str, Path]:
             raise DataError(root, None, f"one {split} split folder", f"{[p.name for p in folders]}")
         dirs[split] = folders[0]
     return dirs
+
+
+def _split_folders(root: Path) -> dict[str, list[Path]]:
+    """Canonical split -> the folders of ``root`` whose name (any case) spells it."""
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        canonical = SPLIT_FOLDERS.get(entry.name.lower())
+        if canonical and entry.is_dir():
+            found.setdefault(canonical, []).append(Path(entry.path))
+    return found
+
+
+def _reject_rows_without_npz(summary: pd.DataFrame, root: Path, split_dirs: Mapping[str, Path], csv_path: Path,
+                             rejections: Rejections) -> None:
+    """Reject each CSV row whose npz is in no split folder on disk (a dangling symlink counts as
+    present here: it is rejected as a file). A row is checked when all splits are loaded, or
+    when its ``use`` names a loaded split (module docstring)."""
+    present = {e.name for folders in _split_folders(root).values() for folder in folders
+               for e in os.scandir(folder) if e.name.endswith(".npz")}
+    uses = summary["use"] if "use" in summary.columns else pd.Series([""] * len(summary))
+    everything = set(split_dirs) == set(SPLITS)
+    for number, (raw, use) in enumerate(zip(summary["filename"], uses), start=1):
+        name = os.path.basename(raw.strip())
+        row_split = SPLIT_FOLDERS.get(str(use).strip().lower())
+        if name in present or not (row_split in split_dirs if row_split else everything):
+            continue
+        match = NPZ_NAME.fullmatch(name)
+        rejections.add(match.group(1) if match else name, DataError(
+            csv_path, "filename", "for every row, its data_<ID>.npz in a split folder",
+            f"row {number}: {name} is in none of {sorted(p.name for p in split_dirs.values())}"))
 
 
 def decode_code(value: object, codes: Mapping[int, int], words: Mapping[str, int],
@@ -233,14 +281,28 @@ def _index_summary(summary: pd.DataFrame) -> tuple[dict[str, dict], dict[str, in
     return rows, repeated
 
 
-def _find_candidates(split_dirs: Mapping[str, Path], rejections: Rejections) -> list[_Candidate]:
-    """Every data_<ID>.npz of the splits, sorted; badly named files and IDs found in two splits
-    are rejected."""
+def _find_candidates(split_dirs: Mapping[str, Path], rejections: Rejections, csv_path: Path) -> list[_Candidate]:
+    """Every data_<ID>.npz of the splits, sorted; badly named files, IDs found in two splits,
+    dangling symlinks and photos without their npz are rejected."""
     candidates = []
     for split, folder in split_dirs.items():
-        names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".npz") and e.is_file())
-        if not names:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        names = [e.name for e in entries if e.name.endswith(".npz") and e.is_file()]
+        dangling = [e.name for e in entries if e.name.endswith(".npz") and e.is_symlink() and not e.is_file()]
+        if not names and not dangling:
             raise DataError(folder, None, "data_<ID>.npz files", "none")
+        for name in dangling:
+            match = NPZ_NAME.fullmatch(name)
+            rejections.add(match.group(1) if match else name, DataError(
+                folder / name, "filename", f"a readable npz file (its row in {csv_path.name} needs it)",
+                f"a dangling symlink to {os.readlink(folder / name)}"))
+        ids = {m.group(1) for m in map(NPZ_NAME.fullmatch, names + dangling) if m}
+        for entry in entries:
+            match = JPG_NAME.fullmatch(entry.name)
+            if match and match.group(1) not in ids:
+                rejections.add(match.group(1), DataError(
+                    folder / entry.name, "filename", f"data_<ID>.npz beside the photo and its row in {csv_path.name}",
+                    f"no data_{match.group(1)}.npz in {folder.name}"))
         for name in names:
             match = NPZ_NAME.fullmatch(name)
             if match is None:
@@ -266,7 +328,8 @@ def _summary_row(cand: _Candidate, rows: Mapping[str, dict], repeated: Mapping[s
     if name in repeated:
         raise DataError(csv_path, "filename", f"one row for {name}", f"{repeated[name]} rows")
     if name not in rows:
-        raise DataError(csv_path, "filename", f"a row for {name} (found in {cand.npz_path.parent})", "no such row")
+        raise DataError(csv_path, "filename", "a row for every data_<ID>.npz of the split folders",
+                        f"no row for {name} (in {cand.npz_path.parent})")
     return rows[name]
 
 
@@ -291,8 +354,7 @@ def _read_subject(cand: _Candidate, row: Mapping[str, str], csv_path: Path, refr
         raise DataError(cand.npz_path, "glaucoma", "0 (no) or 1 (yes); the label cannot be unknown", fields["glaucoma"])
     record["md"] = fields["md"] if "md" in fields else _csv_number(row, "md", csv_path)
 
-    image = cand.npz_path.with_name(f"slo_fundus_{cand.id}.jpg")
-    check_image(image, "slo_fundus jpg")
+    image = cand.npz_path.with_name(f"slo_fundus_{cand.id}.jpg")  # decoded by the caller, all photos at once
     record["image_path"], record["npz_path"] = str(image), str(cand.npz_path)
     return record
 

@@ -26,9 +26,23 @@ since that is what the paper used, and the official metadata otherwise):
   differ for patients aged exactly 60. Images are looked up at ``<root>/<Path>`` and, failing
   that, by file name in the official image folders. Pickled image caches are never read.
 
+Safety and completeness (both layouts). A ``Path`` must stay inside ``root`` (checked on the
+text: an absolute path or a ``..`` that climbs out is a rejection naming the CSV, row and field,
+and nothing at that path is opened; a symlink placed under ``root`` is followed as usual). Every
+image is decoded (see :func:`fairdiff.data.common.check_image`), so a truncated file is rejected
+at load time. A row without its image is a rejection; so is, in the official layout, an image in
+the image folders without a metadata row. A preprocessed split leaves images out on purpose
+(MEDFAIR drops rows without age or sex), so there the images no row names are only counted, in
+``attrs["unlisted_images"]``.
+
+Validation: when the loaded frame has no validation rows (the authors' split has train and test
+only), ``val_fraction`` of the training lesions are set aside as validation, seeded by ``seed``
+(:func:`fairdiff.data.common.carve_validation`; ``attrs["val_carved"]`` records it).
+
 The loader never writes into ``root``."""
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -37,8 +51,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from fairdiff.data.common import (find_duplicates, find_file, finish_frame, keep_readable, map_vocab, parse_age,
-                                   read_csv, require_dir, split_by_group)
+from fairdiff.data.common import (IMAGE_SUFFIXES, carve_validation, find_duplicates, find_file, finish_frame,
+                                   keep_readable, map_vocab, parse_age, path_inside, read_csv, reject_unlisted,
+                                   require_dir, split_by_group)
 from fairdiff.errors import DataError, Rejections
 from fairdiff.schema import HAM10000
 
@@ -62,7 +77,7 @@ PREPROCESSED_COLUMNS = {  # field -> (names, position in the authors' CSV)
 
 def load_ham10000(root: str | Path, *, strict: bool = False, split_seed: int = 0,
                   split_fractions: Sequence[float] = (0.7, 0.1, 0.2), layout: str = "auto",
-                  check_images: bool = True) -> pd.DataFrame:
+                  check_images: bool = True, val_fraction: float = 0.1, seed: int = 0) -> pd.DataFrame:
     """Load HAM10000 as one row per image (columns per :mod:`fairdiff.schema`).
 
     Columns: id (image_id), split, image_path, prompt, sex, age, malignant, then lesion_id, dx,
@@ -70,7 +85,9 @@ def load_ham10000(root: str | Path, *, strict: bool = False, split_seed: int = 0
     ``split_seed`` and ``split_fractions`` apply to the official layout only (the preprocessed
     split is fixed by its files). A bad row is skipped and listed in ``attrs["rejections"]``
     (``strict=True`` raises instead); folder-level problems always raise a DataError.
-    ``check_images`` opens each image header (fast); turn it off only for trusted copies."""
+    ``check_images`` decodes every image (a JPEG at 1/8 scale, on a few threads); turn it off only
+    for trusted copies. ``val_fraction`` and ``seed``: the validation set carved from train when
+    the frame has none (module docstring)."""
     root = require_dir(root, "the HAM10000 root")
     if layout not in ("auto", "official", "preprocessed"):
         raise ValueError(f"layout must be 'auto', 'official' or 'preprocessed'; got {layout!r}")
@@ -80,16 +97,30 @@ def load_ham10000(root: str | Path, *, strict: bool = False, split_seed: int = 0
                         "in the root or split/)", "none found")
     images = _index_images(root, required=split_files is None)
     rejections = Rejections(strict)
+    named: set[str] = set()  # the image ids the CSV rows name, rejected rows included
     if split_files is None:
-        rows = _read_official(root, images, rejections, split_seed, split_fractions)
+        rows = _read_official(root, images, rejections, split_seed, split_fractions, named)
         chosen = "official"
     else:
-        rows = _read_preprocessed(root, split_files, images, rejections)
+        rows = _read_preprocessed(root, split_files, images, rejections, named)
         chosen = "preprocessed"
     rows = _drop_duplicates(rows, rejections)
+    unlisted = _unlisted_images(images, named, rejections, root, chosen)
     if check_images:
         rows = keep_readable(rows, rejections)
-    return finish_frame(rows, HAM10000, rejections, root, extras=("lesion_id", "dx", "age_years"), layout=chosen)
+    frame = finish_frame(rows, HAM10000, rejections, root, extras=("lesion_id", "dx", "age_years"), layout=chosen,
+                         unlisted_images=unlisted)
+    return carve_validation(frame, "lesion_id", val_fraction, seed)
+
+
+def _unlisted_images(images: dict[str, Path], named: set[str], rejections: Rejections, root: Path,
+                     layout: str) -> int:
+    """Images in the official folders that no row names: rejections in the official layout (a file
+    without its row), only counted in a preprocessed split, which leaves some out on purpose."""
+    if layout == "official":
+        return reject_unlisted(sorted(images.values()), [images[i] for i in named if i in images], rejections,
+                               root / METADATA_FILE, "image_id")
+    return sum(image_id not in named for image_id in images)
 
 
 def _index_images(root: Path, required: bool) -> dict[str, Path]:
@@ -101,18 +132,19 @@ def _index_images(root: Path, required: bool) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for folder in folders:
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
-                index.setdefault(path.stem, path)
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                index.setdefault(path.stem, Path(os.path.abspath(path)))
     return index
 
 
 def _read_official(root: Path, images: dict[str, Path], rejections: Rejections, seed: int,
-                   fractions: Sequence[float]) -> list[dict]:
+                   fractions: Sequence[float], named: set[str]) -> list[dict]:
     meta_path = find_file(root, [METADATA_FILE, METADATA_FILE.lower()])
     meta = read_csv(meta_path, required=("lesion_id", "image_id", "dx", "age", "sex"))
     rows = []
-    for rec in meta.to_dict("records"):
+    for number, rec in enumerate(meta.to_dict("records"), start=1):
         image_id = rec["image_id"].strip()
+        named.add(image_id)
         try:
             if not image_id:
                 raise DataError(meta_path, "image_id", "a non-empty image id", rec["image_id"])
@@ -123,9 +155,9 @@ def _read_official(root: Path, images: dict[str, Path], rejections: Rejections, 
             map_vocab(dx, DX_VOCAB, meta_path, "dx")
             age_years = parse_age(rec["age"], meta_path, "age", blanks=("", "nan", "unknown"))
             if image_id not in images:
-                raise DataError(meta_path, "image_id", f"an image {image_id}.jpg in HAM10000_images_part_1 or _part_2",
-                                "missing")
-            rows.append(dict(id=image_id, _file=meta_path, image_path=str(images[image_id].resolve()),
+                raise DataError(meta_path, "image_id", "an image <image_id>.jpg in HAM10000_images_part_1 or _part_2",
+                                f"row {number}: {image_id}.jpg missing")
+            rows.append(dict(id=image_id, _file=meta_path, image_path=str(images[image_id]),
                              sex=map_vocab(rec["sex"], SEX_VOCAB, meta_path, "sex"),
                              age=-1 if np.isnan(age_years) else int(age_years >= AGE_THRESHOLD),
                              malignant=int(dx in MALIGNANT_DX), lesion_id=lesion, dx=dx, age_years=age_years))
@@ -168,22 +200,21 @@ def _resolve_columns(frame: pd.DataFrame, file: Path) -> dict[str, str]:
 
 
 def _read_preprocessed(root: Path, files: dict[str, Path], images: dict[str, Path],
-                       rejections: Rejections) -> list[dict]:
+                       rejections: Rejections, named: set[str]) -> list[dict]:
     rows = []
     for split, path in files.items():
         frame = read_csv(path)
         cols = _resolve_columns(frame, path)
-        for rec in frame.to_dict("records"):
+        for number, rec in enumerate(frame.to_dict("records"), start=1):
             rel = rec[cols["path"]].strip()
-            image_id = rec.get("image_id", "").strip() or Path(rel).stem
+            image_id = rec.get("image_id", "").strip() or Path(rel.replace("\\", "/")).stem
+            named.add(Path(rel.replace("\\", "/")).stem)
             try:
-                if not rel:
-                    raise DataError(path, cols["path"], "a relative image path", rec[cols["path"]])
-                image = root / rel
+                image = path_inside(root, root, rel, path, cols["path"], number)
                 if not image.is_file():
-                    image = images.get(Path(rel).stem, image)
+                    image = images.get(image.stem, image)
                 age_years = parse_age(rec["age"], path, "age", blanks=("", "nan", "unknown")) if "age" in frame.columns else float("nan")
-                rows.append(dict(id=image_id, _file=path, split=split, image_path=str(image.resolve()),
+                rows.append(dict(id=image_id, _file=path, split=split, image_path=str(image),
                                  sex=map_vocab(rec[cols["sex"]], SEX_VOCAB, path, cols["sex"]),
                                  age=map_vocab(rec[cols["age_binary"]], BINARY_VOCAB, path, cols["age_binary"]),
                                  malignant=map_vocab(rec[cols["label"]], BINARY_VOCAB, path, cols["label"]),

@@ -26,8 +26,8 @@ from torch import nn
 
 from fairdiff.errors import DataError
 from fairdiff.evaluate import metrics as M
-from fairdiff.evaluate.classifier import (InputAdapter, as_unit_float, batched, conv_trunk, device_of, seeded,
-                                          train_epoch)
+from fairdiff.evaluate.classifier import (InputAdapter, as_unit_float, batched, conv_trunk, default_device, device_of,
+                                          image_batches, seeded, train_epoch)
 from fairdiff.evaluate.groups import group_ids, group_masks, group_names
 from fairdiff.io import atomic_dir
 from fairdiff.schema import Schema
@@ -51,20 +51,25 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed(images)[0]
 
-    def features(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        return extract(self, images, batch_size)[0]
+    def features(self, images, batch_size: int = 256, num_workers: int = 0) -> torch.Tensor:
+        return extract(self, images, batch_size, num_workers)[0]
 
-    def logits(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        return extract(self, images, batch_size)[1]
+    def logits(self, images, batch_size: int = 256, num_workers: int = 0) -> torch.Tensor:
+        return extract(self, images, batch_size, num_workers)[1]
 
 
-def extract(extractor: FeatureExtractor, images: torch.Tensor,
-            batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [N, d], logits [N, C]) of an image set, in batches, eval mode, no gradients."""
+def extract(extractor: FeatureExtractor, images, batch_size: int = 256,
+            num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features [N, d], logits [N, C]) of an image set, in batches, eval mode, no gradients.
+
+    ``images`` is any image source of :func:`fairdiff.evaluate.classifier.image_batches` (a
+    tensor, a uint8 [N, H, W, 3] array or memory map, or a Dataset of image files decoded per
+    batch by ``num_workers`` workers): only one batch of images is in memory at a time, and it
+    stays uint8 until the extractor (on its own device) converts it."""
     was_training = extractor.training
     extractor.eval()
     try:
-        return batched(extractor.embed, images, batch_size, device_of(extractor))
+        return batched(extractor.embed, images, batch_size, device_of(extractor), num_workers)
     finally:
         extractor.train(was_training)
 
@@ -129,27 +134,31 @@ def _training_targets(meta: pd.DataFrame, schema: Schema,
     return targets, combos
 
 
-def _fingerprint(meta: pd.DataFrame, images: torch.Tensor, config: dict) -> str:
-    """A short hash of the training data (its ids, else its pixels) and the config, to name the extractor."""
+def _fingerprint(meta: pd.DataFrame, images, config: dict) -> str:
+    """A short hash of the training data (its ids, else its pixels as float32 in [0, 1], read batch
+    by batch) and the config, to name the extractor."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     if "id" in meta.columns:
         digest.update("\n".join(sorted(meta["id"].astype(str))).encode())
     else:
-        digest.update(images.contiguous().numpy().tobytes())
+        for batch in image_batches(images):
+            digest.update(as_unit_float(batch).contiguous().numpy().tobytes())
     return digest.hexdigest()[:10]
 
 
-def train_domain_encoder(images: torch.Tensor, meta: pd.DataFrame, schema: Schema, epochs: int = 10,
+def train_domain_encoder(images, meta: pd.DataFrame, schema: Schema, epochs: int = 10,
                          seed: int = 0, batch_size: int = 32, lr: float = 3e-3, in_res: int = 64,
                          widths: tuple[int, ...] = (16, 32, 64, 128), include_attributes: bool = False,
-                         device: torch.device | str = "cpu") -> DomainEncoder:
+                         device: torch.device | str | None = None, num_workers: int = 0) -> DomainEncoder:
     """Train the domain feature encoder on REAL training images, multi-head cross-entropy, AdamW.
 
     Rows of the test split are refused: the test images are the FID reference, and an encoder
     that has seen them would measure closeness to its own training set. Labels of -1 are ignored
     by their head. Attribute heads (``include_attributes``) make the features see demographics,
     which makes per-group FID more sensitive to demographic drift; off by default, like Inception.
-    Same seed, same weights (on the CPU). Batches move to ``device``; the encoder stays there.
+    Same seed, same weights (on the CPU). ``images`` is any image source (see :func:`extract`),
+    read one batch at a time; batches move to ``device`` (default: the GPU when there is one) and
+    the encoder stays there.
     Defaults (lr 3e-3, batch 32) from synthetic FairGenMed at 64 px, 8 epochs: label-head test
     AUCs 0.96 / 0.84 / 0.87 (glaucoma, md, cdr), against 0.88 / 0.72 / 0.77 with lr 1e-3, batch 64."""
     if len(meta) != len(images):
@@ -157,7 +166,6 @@ def train_domain_encoder(images: torch.Tensor, meta: pd.DataFrame, schema: Schem
     if "split" in meta.columns and (meta["split"] == "test").any():
         raise DataError("metadata", "split", "train (or val) rows only: the test split is the FID reference",
                         int((meta["split"] == "test").sum()))
-    images = as_unit_float(images)
     targets, combos = _training_targets(meta, schema, include_attributes)
     if not combos:
         raise DataError("metadata", " | ".join(schema.label_names), "some rows with every label known (id >= 0)",
@@ -169,8 +177,10 @@ def train_domain_encoder(images: torch.Tensor, meta: pd.DataFrame, schema: Schem
     config["name"] = f"domain-cnn-{_fingerprint(meta, images, config)}"
     tensors = {name: torch.tensor(t) for name, t in targets.items()}
 
-    def batch_loss(rows: torch.Tensor) -> torch.Tensor:
-        out = encoder.outputs(images[rows].to(device))
+    device = default_device(device)
+
+    def batch_loss(rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = encoder.outputs(x.to(device))
         losses = [F.cross_entropy(out[name], t[rows].to(device), ignore_index=-1)
                   for name, t in tensors.items() if (t[rows] >= 0).any()]
         return torch.stack(losses).sum()
@@ -180,7 +190,8 @@ def train_domain_encoder(images: torch.Tensor, meta: pd.DataFrame, schema: Schem
         optimizer = torch.optim.AdamW(encoder.parameters(), lr=lr)
         generator = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
-            train_epoch(encoder, optimizer, batch_loss, len(images), batch_size, generator)
+            train_epoch(encoder, optimizer, batch_loss, len(images), batch_size, generator, images=images,
+                        num_workers=num_workers)
     return encoder.eval()
 
 

@@ -28,10 +28,11 @@ DEFAULTS = CONFIG_DIR / "mini.yaml"
 DATASETS = ("fairgenmed", "ham10000", "chexpert")
 METHODS = ("baseline", "random", "fairbo", "reweight", "resample")
 
-# Passed whole to diffusers/transformers config constructors, which check their own keys.
-OPEN_MAPPINGS = {"model.vae", "model.unet", "model.text"}
+# Passed whole to diffusers/transformers config constructors or the synthetic generator's parameter
+# class, which check their own keys.
+OPEN_MAPPINGS = {"model.vae", "model.unet", "model.text", "data.synth"}
 # Keys whose default is null: the type a value must have when it is set.
-NULLABLE = {"data.root": str, "model.pretrained": str, "evaluate.inception_weights": str,
+NULLABLE = {"data.root": str, "data.seed": int, "model.pretrained": str, "evaluate.inception_weights": str,
             "evaluate.classifiers[].image_size": int, "evaluate.classifiers[].weights": str}
 CHOICES = {
     "dataset": DATASETS,

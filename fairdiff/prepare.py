@@ -236,21 +236,45 @@ def _source_fingerprint(source: str) -> str:
     return stamp.read_text() if stamp.is_file() else source
 
 
-SYNTHESISERS = {
-    "fairgenmed": ("fairdiff.data.synth.fairgenmed", "generate_fairgenmed"),
-    "ham10000": ("fairdiff.data.synth.ham10000", "generate_ham10000"),
-    "chexpert": ("fairdiff.data.synth.chexpert", "generate_chexpert"),
+SYNTHESISERS = {  # dataset -> (module, generator function, parameter class)
+    "fairgenmed": ("fairdiff.data.synth.fairgenmed", "generate_fairgenmed", "FundusSynthParams"),
+    "ham10000": ("fairdiff.data.synth.ham10000", "generate_ham10000", "DermoscopySynthParams"),
+    "chexpert": ("fairdiff.data.synth.chexpert", "generate_chexpert", "ChestXraySynthParams"),
 }
 
 
-def synthesise(dataset: str, out: str | Path, n: int, seed: int, overwrite: bool = False, progress: bool = True):
+def synth_params(dataset: str, knobs: dict | None = None):
+    """The generator's parameter object with ``knobs`` (``data.synth`` of a profile) changed; an
+    unknown knob or a bad value is a ConfigError naming it."""
+    import dataclasses
+    import importlib
+
+    from fairdiff.errors import ConfigError
+
+    module, _, cls_name = SYNTHESISERS[dataset]
+    cls = getattr(importlib.import_module(module), cls_name)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in knobs or {}:
+        if key not in fields:
+            raise ConfigError(f"data.synth.{key}: unknown knob of the synthetic {dataset} generator ({cls_name}); "
+                              f"expected one of {', '.join(fields)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in (knobs or {}).items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"data.synth: {err}") from None
+
+
+def synthesise(dataset: str, out: str | Path, n: int, seed: int, overwrite: bool = False, progress: bool = True,
+               params=None):
     """Write a synthetic dataset in the real on-disk format (dispatch to the dataset's generator)."""
     import importlib
 
     if dataset not in SYNTHESISERS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(SYNTHESISERS)}")
-    module, func = SYNTHESISERS[dataset]
-    return getattr(importlib.import_module(module), func)(out, n, seed=seed, overwrite=overwrite, progress=progress)
+    module, func, _ = SYNTHESISERS[dataset]
+    return getattr(importlib.import_module(module), func)(out, n, seed=seed, overwrite=overwrite, progress=progress,
+                                                          params=params)
 
 
 def ensure_dataset(cfg: dict, progress: bool = True) -> Path:
@@ -264,10 +288,16 @@ def ensure_dataset(cfg: dict, progress: bool = True) -> Path:
                             "profile, or --set data.root=PATH; the README says how to obtain each dataset)",
                             "no such folder")
         return root
+    d = cfg["data"]
+    seed = cfg["seed"] if d["seed"] is None else d["seed"]
+    knobs = synth_params(cfg["dataset"], d["synth"])
     params = root / "synth_params.json"
     if params.is_file():
+        from dataclasses import asdict
+
         saved = json.loads(params.read_text())
-        if saved.get("n") == cfg["data"]["n"] and saved.get("seed") == cfg["seed"]:
+        wanted = json.loads(json.dumps(asdict(knobs)))
+        if saved.get("n") == d["n"] and saved.get("seed") == seed and saved.get("params") == wanted:
             return root
-    synthesise(cfg["dataset"], root, cfg["data"]["n"], cfg["seed"], overwrite=params.is_file(), progress=progress)
+    synthesise(cfg["dataset"], root, d["n"], seed, overwrite=params.is_file(), progress=progress, params=knobs)
     return root

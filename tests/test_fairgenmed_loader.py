@@ -5,6 +5,7 @@ variants; expected values are written out by hand from the schema, not taken fro
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import zipfile
 from pathlib import Path
@@ -489,3 +490,99 @@ def test_dataset_names_missing_columns(tmp_path):
     frame = load_fairgenmed(build(tmp_path / "fgm")).drop(columns=["ethnicity"])
     with pytest.raises(ValueError, match="ethnicity"):
         ImageRecordDataset(frame, FAIRGENMED, resolution=8)
+
+
+# ---------------------------------------------------------------- rows without files, files without rows, damaged photos
+
+def truncated_jpeg(seed: int = 0) -> bytes:
+    """A noisy 64 x 48 JPEG cut in half: the header is intact, half the compressed data is gone."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    return data[:len(data) // 2]
+
+
+def test_row_whose_npz_is_missing_is_rejected_naming_the_row_and_the_file(tmp_path):
+    root = build(tmp_path / "fgm")
+    (root / "train/data_00003.npz").unlink()  # its photo stays: a photo without its npz, rejected too
+    frame = quiet_load(root)
+    rejected = frame.attrs["rejections"].sort_values("file").reset_index(drop=True)
+    assert rejected["id"].tolist() == ["00003", "00003"] and set(rejected["field"]) == {"filename"}
+    assert [Path(f).name for f in rejected["file"]] == ["data_summary.csv", "slo_fundus_00003.jpg"]
+    assert "row 1: data_00003.npz is in none of" in rejected["reason"][0]  # 00003 is the CSV's first row
+    assert "no data_00003.npz" in rejected["reason"][1]
+    assert "00003" not in frame["id"].tolist() and len(frame) == 4
+    with pytest.raises(DataError, match="data_00003.npz") as info:
+        load_fairgenmed(root, strict=True)
+    assert info.value.field == "filename"
+
+
+def test_dangling_symlink_npz_is_rejected_not_dropped(tmp_path):
+    root = build(tmp_path / "fgm")
+    link = root / "test/data_00004.npz"
+    link.unlink()
+    link.symlink_to(tmp_path / "gone.npz")
+    frame = quiet_load(root)
+    rejected = frame.attrs["rejections"]
+    assert rejected[["id", "field"]].values.tolist() == [["00004", "filename"]]
+    assert rejected["file"][0] == str(link) and "dangling symlink" in rejected["reason"][0]
+    assert frame["id"].tolist() == ["00001", "00003", "00002", "00005"]
+    with pytest.raises(DataError, match="dangling"):
+        load_fairgenmed(root, strict=True)
+
+
+def test_rows_of_unloaded_splits_are_checked_only_through_their_use_column(tmp_path):
+    root = build(tmp_path / "fgm")
+    (root / "train/data_00003.npz").unlink()
+    (root / "train/slo_fundus_00003.jpg").unlink()
+    assert load_fairgenmed(root, splits=("test",))["id"].tolist() == ["00004", "00005"]  # use: training, not loaded
+    rewrite_summary(root, lambda f: f.assign(use="test"))
+    frame = quiet_load(root, splits=("test",))
+    assert frame.attrs["rejections"]["id"].tolist() == ["00003"]
+
+
+def test_photo_without_npz_is_rejected(tmp_path):
+    root = build(tmp_path / "fgm")
+    shutil.copy(root / "test/slo_fundus_00004.jpg", root / "test/slo_fundus_00009.jpg")
+    frame = quiet_load(root)
+    rejected = frame.attrs["rejections"]
+    assert rejected[["id", "field"]].values.tolist() == [["00009", "filename"]]
+    assert Path(rejected["file"][0]).name == "slo_fundus_00009.jpg" and "data_summary.csv" in rejected["reason"][0]
+    pd.testing.assert_frame_equal(frame[CHECKED], EXPECTED, check_dtype=False)
+
+
+def test_truncated_photo_is_rejected_at_load_time_with_its_path(tmp_path):
+    root = build(tmp_path / "fgm")
+    photo = root / "train/slo_fundus_00003.jpg"
+    photo.write_bytes(truncated_jpeg())
+    frame = quiet_load(root)
+    rejected = frame.attrs["rejections"]
+    assert rejected[["id", "field"]].values.tolist() == [["00003", "slo_fundus jpg"]]
+    assert rejected["file"][0] == str(photo) and "truncated" in rejected["reason"][0]
+    with pytest.raises(DataError, match="truncated") as info:
+        load_fairgenmed(root, strict=True)
+    assert info.value.file == str(photo)
+
+
+def test_symlinks_placed_under_the_root_are_followed(tmp_path):
+    root = build(tmp_path / "fgm")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(root / "test", elsewhere)
+    (root / "test").symlink_to(elsewhere, target_is_directory=True)  # a split folder on another disk
+    shutil.move(root / "train/slo_fundus_00001.jpg", elsewhere.parent / "photo.jpg")
+    (root / "train/slo_fundus_00001.jpg").symlink_to(elsewhere.parent / "photo.jpg")
+    frame = load_fairgenmed(root)
+    pd.testing.assert_frame_equal(frame[CHECKED], EXPECTED, check_dtype=False)
+    assert frame.attrs["rejections"].empty
+
+
+def test_validation_is_carved_when_every_val_subject_is_rejected(tmp_path, caplog):
+    root = build(tmp_path / "fgm")
+    (root / "val/slo_fundus_00002.jpg").write_bytes(truncated_jpeg())
+    with caplog.at_level("WARNING", logger="fairdiff.data"):
+        frame = quiet_load(root, val_fraction=0.5, seed=0)
+    assert sorted(frame.loc[frame["split"] != "test", "id"]) == ["00001", "00003"]
+    assert frame["split"].value_counts().to_dict() == {"train": 1, "val": 1, "test": 2}
+    assert frame.attrs["val_carved"] == {"fraction": 0.5, "seed": 0, "by": "id", "groups": 1, "rows": 1,
+                                         "of_train_rows": 2}
+    assert "set aside 1 of 2 training rows" in caplog.text

@@ -333,3 +333,113 @@ def test_difficulty_zero_removes_group_differences_from_the_images():
 def test_params_are_validated():
     with pytest.raises(ValueError, match="dx_prior"):
         DermoscopySynthParams(dx_prior=(1.0, 0, 0, 0, 0, 0, 0.5))
+
+
+# ----------------------------------------------------------------------------- paths from the CSV stay inside the root
+def noisy_jpeg(path: Path, seed: int = 0) -> Path:
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path, "JPEG")
+    return path
+
+
+def point_first_train_row_at(root: Path, target: str) -> str:
+    """Rewrite the Path cell of new_train.csv's first row; returns that row's image id."""
+    path = root / "split" / "new_train.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=0)
+    frame.iloc[0, frame.columns.get_loc("Path")] = target
+    frame.to_csv(path)
+    return frame["image_id"].iloc[0]
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """Every path PIL opens during the test."""
+    from PIL import Image
+    paths, real_open = [], Image.open
+
+    def spy(fp, *args, **kwargs):
+        paths.append(str(fp))
+        return real_open(fp, *args, **kwargs)
+    monkeypatch.setattr(Image, "open", spy)
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["absolute", "climbs out"])
+def test_image_path_outside_the_root_is_rejected_and_never_opened(ham_copy, tmp_path, opened, kind):
+    write_medfair_split(ham_copy)
+    outside = noisy_jpeg(tmp_path / "outside" / "secret.jpg")  # a real image: the old loader trained on it
+    target = str(outside) if kind == "absolute" else "../outside/secret.jpg"
+    image_id = point_first_train_row_at(ham_copy, target)
+    df = load_ham10000(ham_copy)
+    rej = df.attrs["rejections"]
+    assert rej["id"].tolist() == [image_id] and rej["field"].tolist() == ["Path"]
+    assert rej["file"].iloc[0].endswith("new_train.csv") and f"row 1: {target}" in rej["reason"].iloc[0]
+    assert image_id not in set(df["id"]) and not any("secret" in p for p in df["image_path"])
+    assert not any("secret" in p for p in opened)
+    with pytest.raises(DataError, match="row 1") as err:
+        load_ham10000(ham_copy, strict=True)
+    assert err.value.field == "Path" and err.value.file.endswith("new_train.csv")
+
+
+def test_symlink_placed_under_the_root_is_allowed(ham_copy, tmp_path):
+    write_medfair_split(ham_copy)
+    shutil.move(ham_copy / "HAM10000_images_part_1", tmp_path / "images_elsewhere")
+    (ham_copy / "HAM10000_images").symlink_to(tmp_path / "images_elsewhere", target_is_directory=True)
+    df = load_ham10000(ham_copy)
+    assert len(df.attrs["rejections"]) == 0
+    linked = df[df["image_path"].str.contains("/HAM10000_images/")]
+    assert len(linked) > 0 and all(Path(p).is_file() for p in linked["image_path"])
+
+
+# ----------------------------------------------------------------------------- files without rows, damaged images
+def test_image_without_a_metadata_row_is_rejected(ham_copy):
+    stray = noisy_jpeg(ham_copy / "HAM10000_images_part_2" / "ISIC_9999999.jpg")
+    df = load_ham10000(ham_copy)
+    rej = df.attrs["rejections"]
+    assert rej["id"].tolist() == ["ISIC_9999999"] and rej["file"].tolist() == [str(stray)]
+    assert rej["field"].tolist() == ["image_id"] and METADATA_FILE in rej["reason"].iloc[0]
+    assert len(df) == N
+    with pytest.raises(DataError, match="no row"):
+        load_ham10000(ham_copy, strict=True)
+
+
+def test_images_a_preprocessed_split_leaves_out_are_counted_not_rejected(ham_copy):
+    expected = write_medfair_split(ham_copy)  # drops rows without age or sex, as MEDFAIR does
+    df = load_ham10000(ham_copy)
+    assert len(df.attrs["rejections"]) == 0 and df.attrs["unlisted_images"] == N - len(expected)
+
+
+def test_truncated_jpeg_is_rejected_at_load_time(ham_copy):
+    victim = next((ham_copy / "HAM10000_images_part_1").glob("*.jpg"))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    rej = load_ham10000(ham_copy).attrs["rejections"]
+    assert rej["id"].tolist() == [victim.stem] and rej["file"].tolist() == [str(victim)]
+    assert "truncated" in rej["reason"].iloc[0]
+    with pytest.raises(DataError, match="truncated"):
+        load_ham10000(ham_copy, strict=True)
+
+
+# ----------------------------------------------------------------------------- train / test only: validation carved
+def test_train_test_only_split_gets_a_seeded_lesion_level_validation_set(ham_copy, caplog):
+    expected = write_medfair_split(ham_copy, with_val=False)
+    with caplog.at_level("WARNING", logger="fairdiff.data"):
+        df = load_ham10000(ham_copy, val_fraction=0.25, seed=3)
+    assert set(df["split"]) == {"train", "val", "test"}
+    shipped = expected.set_index("image_id")["split"]
+    assert (df.loc[df["split"] == "val", "id"].map(shipped) == "train").all()  # carved from train only
+    assert (df.loc[df["split"] == "test", "id"].map(shipped) == "test").all()
+    assert (df.groupby("lesion_id")["split"].nunique() == 1).all()  # whole lesions
+    n_train_lesions = expected.loc[expected["split"] == "train", "lesion_id"].nunique()
+    carved = df.attrs["val_carved"]
+    assert carved["by"] == "lesion_id" and (carved["fraction"], carved["seed"]) == (0.25, 3)
+    assert carved["groups"] == df.loc[df["split"] == "val", "lesion_id"].nunique() == round(0.25 * n_train_lesions)
+    assert carved["rows"] == int((df["split"] == "val").sum())
+    assert "no validation rows" in caplog.text and "lesion_id" in caplog.text
+    again = load_ham10000(ham_copy, val_fraction=0.25, seed=3)
+    pd.testing.assert_series_equal(again["split"], df["split"])
+
+
+def test_a_shipped_validation_split_is_kept(ham_copy):
+    write_medfair_split(ham_copy, with_val=True)
+    assert "val_carved" not in load_ham10000(ham_copy).attrs

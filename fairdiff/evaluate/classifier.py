@@ -252,7 +252,7 @@ def missing_weights_error(arch: str, path: Path, what: str) -> DataError:
     spec = PAPER_BACKBONES[arch]
     return DataError(path, None, (
         f"the ImageNet weights of {arch} ({spec['hub_id']}): a folder written by {spec['model']}.save_pretrained "
-        f"(config.json + model.safetensors), or its model.safetensors file alone. They cannot be downloaded here; "
+        f"(config.json + model.safetensors). They cannot be downloaded here; "
         f"on a machine with internet run `from transformers import {spec['model']}; "
         f"{spec['model']}.from_pretrained('{spec['hub_id']}').save_pretrained('{path}')` and copy the folder to "
         f"this path (or set weights: null to train from random initialisation)"), what)
@@ -269,30 +269,15 @@ def _transformers_backbone(arch: str, n_classes: int, in_res: int, weights_path:
     if weights_path is None:
         return model_cls(config_cls(**settings, num_labels=n_classes)), "random initialisation (no weights configured)"
     path = Path(weights_path)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise missing_weights_error(arch, path, "a folder without config.json")
-        net = model_cls.from_pretrained(path, num_labels=n_classes, ignore_mismatched_sizes=True,
-                                        local_files_only=True, **(overrides or {}))
-        return net, f"pretrained weights from {path} (new {n_classes}-class head)"
-    if not path.is_file():
+    if path.is_file() and (path.parent / "config.json").is_file():  # the weights file of a save_pretrained folder
+        path = path.parent
+    if not path.exists():
         raise missing_weights_error(arch, path, "missing")
-    net = model_cls(config_cls(**settings, num_labels=n_classes))
-    state = _read_state_dict(path)
-    own = net.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise missing_weights_error(arch, path, f"a file with no tensor matching {spec['model']}'s names and shapes")
-    net.load_state_dict(usable, strict=False)
-    return net, f"pretrained weights from {path} ({len(usable)} of {len(own)} tensors; new {n_classes}-class head)"
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if not (path / "config.json").is_file():
+        raise missing_weights_error(arch, path, "a file or folder without a config.json beside the weights")
+    net = model_cls.from_pretrained(path, num_labels=n_classes, ignore_mismatched_sizes=True, local_files_only=True,
+                                    **(overrides or {}))
+    return net, f"pretrained weights from {path} (new {n_classes}-class head)"
 
 
 def build_classifier(arch: str, n_classes: int, in_res: int = 64, weights_path: str | Path | None = None,
@@ -301,7 +286,7 @@ def build_classifier(arch: str, n_classes: int, in_res: int = 64, weights_path: 
 
     The paper's backbones are transformers models with EfficientNet-B1's or ViT-B/16's sizes,
     ImageNet-initialised from a local ``weights_path`` (a ``save_pretrained`` folder of
-    google/efficientnet-b1 or google/vit-base-patch16-224, or its ``model.safetensors``; the
+    google/efficientnet-b1 or google/vit-base-patch16-224, or the weights file in it; the
     1000-class head is replaced) or randomly initialised when it is None; ``config_overrides``
     changes their config (tests build tiny ones). The model takes images of any size (uint8 or
     float in [0, 1], resized to ``in_res`` inside, no normalisation: the authors' input) and

@@ -23,6 +23,8 @@ from functools import cached_property
 
 import numpy as np
 
+CHUNK_ELEMENTS = 2 ** 22  # floats per gathered block (32 MiB): subsets are processed in chunks this size
+
 
 class FeatureSet:
     """Rows of one feature set (float64 [n, d]) with their mean, covariance (n - 1) and a lazily
@@ -87,6 +89,10 @@ def frechet_of_subsets(real: np.ndarray, fake: np.ndarray, rows_real: np.ndarray
     if min(m_r, m_f) > real.shape[1]:
         return np.array([frechet_distance(FeatureSet(real[r]), FeatureSet(fake[f]))
                          for r, f in zip(rows_real, rows_fake)])
+    step = max(1, CHUNK_ELEMENTS // (max(m_r, m_f) * max(m_r, m_f, real.shape[1])))
+    if len(rows_real) > step:  # bound the gathered [S, m, d] blocks
+        return np.concatenate([frechet_of_subsets(real, fake, rows_real[i:i + step], rows_fake[i:i + step])
+                               for i in range(0, len(rows_real), step)])
     xr, xf = real[rows_real], fake[rows_fake]  # [S, m, d]
     mu_r, mu_f = xr.mean(axis=1), xf.mean(axis=1)
     xr, xf = xr - mu_r[:, None], xf - mu_f[:, None]

@@ -13,7 +13,7 @@ export IPYTHONDIR := $(CURDIR)/.cache/ipython
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: env reproduce test test-fast notebooks bench clean-runs
+.PHONY: env reproduce test test-fast notebooks bench clean-runs study study-sweep
 
 env: $(VENV)/.installed
 
@@ -27,6 +27,15 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 ## The whole reproduction on the default (synthetic) data: every notebook, every figure.
 reproduce: env
 	$(BIN)/fairdiff reproduce --profile $(PROFILE) --datasets $(DATASETS)
+
+## The controlled multi-seed study (every method x 5 seeds, paired statistics), then notebook 06
+## into reports/$(STUDY)/study/; `make study-sweep` adds the fairbo W x r sweep. Both resume where they stopped.
+STUDY ?= study
+study: env
+	$(BIN)/fairdiff study --profile $(STUDY)
+
+study-sweep: env
+	$(BIN)/fairdiff study --profile $(STUDY) --sweep
 
 ## Every test: unit tests, the multi-process run, and the notebooks under nbval (smoke profile).
 test: env

@@ -138,6 +138,21 @@ def _cmd_notebooks(args) -> int:
     return 0
 
 
+def _cmd_study(args) -> int:
+    from fairdiff import study
+
+    if args.table:
+        print(study.readme_table(study.load_results(args.profile, args.dataset, args.sets)), end="")
+        return 0
+    if args.sweep:
+        study.run_sweep(args.profile, args.dataset, args.sets)
+    else:
+        study.run_study(args.profile, args.dataset, args.sets)
+    if not args.no_notebook:
+        study.run_notebook(args.profile, args.dataset, args.sets, sweep=args.sweep)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairdiff", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show a traceback for every error")
@@ -198,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
     p.add_argument("--force", action="store_true", help="re-execute every notebook (stages still reuse their work)")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("study", help="the controlled multi-seed study (every method x study.seeds, paired "
+                                     "statistics, notebook 06); resumable")
+    p.add_argument("--profile", default="study", help="profile name or YAML file (default: study)")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="dataset (default: the profile's)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
+    p.add_argument("--sweep", action="store_true", help="the fairbo sweep over study.sweep_window x "
+                                                        "study.sweep_exploitation instead of the main comparison")
+    p.add_argument("--table", action="store_true", help="only print the README's table from the study's CSVs")
+    p.add_argument("--no-notebook", action="store_true", help="do not execute notebook 06 afterwards")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("notebooks", help="re-execute notebooks/*.ipynb (smoke profile) from their .py sources")
     p.add_argument("names", nargs="*", help="notebook names without extension (default: all)")

@@ -23,7 +23,7 @@ from fairdiff.env import PROJECT_ROOT, WORK_ROOT
 from fairdiff.errors import ConfigError
 
 CONFIG_DIR = PROJECT_ROOT / "configs"
-PROFILES = ("smoke", "mini", "paper")
+PROFILES = ("smoke", "mini", "paper", "study", "study-smoke")
 DEFAULTS = CONFIG_DIR / "mini.yaml"
 DATASETS = ("fairgenmed", "ham10000", "chexpert")
 METHODS = ("baseline", "random", "fairbo", "reweight", "resample")
@@ -63,6 +63,8 @@ RANGES = {
     "evaluate.classifiers[].epochs": (1, None), "evaluate.classifiers[].batch_size": (1, None),
     "evaluate.n_boot": (1, None), "evaluate.min_group_size": (1, None), "evaluate.is_splits": (1, None),
     "evaluate.mifid_eps": (0.0, 2.0),
+    "study.seeds[]": (0, None), "study.sweep_window[]": (2, None), "study.sweep_exploitation[]": (0.0, 1.0),
+    "study.sweep_seeds[]": (0, None),
 }
 STRICTLY_POSITIVE = {"vae.lr", "train.lr", "evaluate.encoder.lr", "evaluate.classifiers[].lr"}
 

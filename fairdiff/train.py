@@ -132,10 +132,15 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
     probs = balanced_sampling_weights(cache.groups, schema.n_groups) if method == "resample" else None
     order = BatchOrder(len(cache.ids), tc["batch_size"] * world, cfg["seed"], probs)
     state = TrainState()
+    ckpt = None
     if resume:
         ckpt = latest_intact(out_dir) if resume == "latest" else require_intact(Path(resume))
-        if ckpt is not None:
-            state = TrainState(**load_checkpoint(ckpt, out_dir, acc, unet, optimizer, ema, fbp, rank))
+        if ckpt is None and acc.is_main_process and (out_dir / "checkpoints").is_dir():
+            print(f"{out_dir}: no intact checkpoint to resume from; training starts at step 0", flush=True)
+    if ckpt is not None:
+        state = TrainState(**load_checkpoint(ckpt, out_dir, acc, unet, optimizer, ema, fbp, rank))
+        if acc.is_main_process:
+            print(f"{out_dir}: resuming {method} at step {state.step} from {ckpt.name}", flush=True)
     else:
         torch.manual_seed(cfg["seed"] * 1000 + rank)  # per-rank noise stream
     if acc.is_main_process and not (out_dir / "config.yaml").is_file():  # written once, never by a resume

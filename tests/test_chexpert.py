@@ -1,7 +1,7 @@
 """CheXpert: synthetic generator -> loader round trip, demographics, bad input, splits, determinism."""
 from __future__ import annotations
 
-import importlib.util
+import csv
 import shutil
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import fairdiff  # noqa: F401  (sets cache folders)
-from fairdiff.data.chexpert import load_chexpert, race_group
+from fairdiff.data.chexpert import OBSERVATIONS, load_chexpert, race_group
 from fairdiff.data.synth.chexpert import (DATASET_DIR, DEMO_FILE, ChestXraySynthParams, generate_chexpert,
                                           render_chest, sample_metadata)
 from fairdiff.errors import DataError
@@ -126,14 +126,33 @@ def test_missing_demographics_table_is_an_error_unless_allowed(cxr_copy):
     assert df.attrs["demographics"] is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openpyxl") is not None, reason="openpyxl installed: .xlsx is read")
-def test_xlsx_only_asks_for_a_csv_copy(cxr_copy):
+def write_xlsx(path: Path, frame: pd.DataFrame) -> None:
+    """The demographics table as the release ships it: one sheet, a header row, text and numbers."""
+    from openpyxl import Workbook
+    book = Workbook()
+    sheet = book.active
+    sheet.append(list(frame.columns))
+    for rec in frame.itertuples(index=False):
+        sheet.append([int(v) if str(v).isdigit() else v for v in rec])  # ages as numbers, like Excel keeps them
+    book.save(path)
+
+
+def test_xlsx_demographics_are_read_directly(cxr_copy):
+    expected = load_chexpert(cxr_copy)
+    write_xlsx(cxr_copy / "CHEXPERT DEMO.xlsx", pd.read_csv(cxr_copy / DEMO_FILE, dtype=str, keep_default_na=False))
     (cxr_copy / DEMO_FILE).unlink()
-    (cxr_copy / "CHEXPERT DEMO.xlsx").write_bytes(b"PK\x03\x04 a workbook")
-    with pytest.raises(DataError) as err:
+    df = load_chexpert(cxr_copy)
+    assert df.attrs["demographics"].endswith("CHEXPERT DEMO.xlsx")
+    assert df["race"].tolist() == expected["race"].tolist() and df["race_text"].tolist() == expected["race_text"].tolist()
+    assert df["ethnicity_text"].tolist() == expected["ethnicity_text"].tolist() and (df["ethnicity_text"] != "").all()
+
+
+def test_damaged_xlsx_is_an_error_naming_it(cxr_copy):
+    (cxr_copy / DEMO_FILE).unlink()
+    (cxr_copy / "CHEXPERT DEMO.xlsx").write_bytes(b"PK\x03\x04 not really a workbook")
+    with pytest.raises(DataError, match="readable .xlsx") as err:
         load_chexpert(cxr_copy)
-    assert err.value.file.endswith("CHEXPERT DEMO.xlsx") and "chexpert_demo.csv" in str(err.value)
-    assert "openpyxl" in str(err.value)
+    assert err.value.file.endswith("CHEXPERT DEMO.xlsx")
 
 
 def test_pre_merged_train_csv_needs_no_table(cxr_copy):
@@ -328,3 +347,182 @@ def test_difficulty_zero_removes_race_differences_from_the_images():
         return np.asarray(render_chest(np.random.default_rng(9), True, True, False, group, params=params), dtype=float)
     assert np.array_equal(film(1, 0.0), film(2, 0.0))
     assert film(1, 1.0).mean() < film(2, 1.0).mean()  # the default shift darkens group Black a little
+
+
+# ----------------------------------------------------------------------------- paths, stray and damaged films
+def noisy_jpeg(path: Path, seed: int = 0) -> Path:
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 64), dtype=np.uint8)).save(path, "JPEG")
+    return path
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """Every path PIL opens during the test."""
+    from PIL import Image
+    paths, real_open = [], Image.open
+
+    def spy(fp, *args, **kwargs):
+        paths.append(str(fp))
+        return real_open(fp, *args, **kwargs)
+    monkeypatch.setattr(Image, "open", spy)
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["absolute", "climbs out"])
+def test_film_path_outside_the_root_is_rejected_and_never_opened(cxr_copy, tmp_path, opened, kind):
+    outside = noisy_jpeg(tmp_path / "outside" / "patient99999" / "study1" / "view1_frontal.jpg")
+    raw = str(outside) if kind == "absolute" else f"{DATASET_DIR}/../../outside/patient99999/study1/view1_frontal.jpg"
+    train = pd.read_csv(train_csv(cxr_copy), dtype=str, keep_default_na=False)
+    pd.concat([train, train.iloc[[0]].assign(Path=raw)]).to_csv(train_csv(cxr_copy), index=False)
+    df = load_chexpert(cxr_copy, frontal_only=False)
+    rej = df.attrs["rejections"]
+    assert rej["id"].tolist() == ["patient99999_study1_view1_frontal"] and rej["field"].tolist() == ["Path"]
+    assert rej["file"].iloc[0].endswith("train.csv") and f"row {len(train) + 1}: {raw}" in rej["reason"].iloc[0]
+    assert len(df) == N and "patient99999" not in set(df["patient"])
+    assert not any(p.startswith(str(outside.parents[2])) for p in opened)
+    with pytest.raises(DataError, match=f"row {len(train) + 1}") as err:
+        load_chexpert(cxr_copy, strict=True)
+    assert err.value.field == "Path"
+
+
+def test_symlinked_image_folder_under_the_root_is_allowed(cxr_copy, tmp_path):
+    expected = load_chexpert(cxr_copy)
+    shutil.move(cxr_copy / DATASET_DIR / "valid", tmp_path / "valid_elsewhere")
+    (cxr_copy / DATASET_DIR / "valid").symlink_to(tmp_path / "valid_elsewhere", target_is_directory=True)
+    df = load_chexpert(cxr_copy)
+    assert len(df.attrs["rejections"]) == 0 and df["id"].tolist() == expected["id"].tolist()
+    assert df["image_path"].tolist() == expected["image_path"].tolist()  # named under the root, as written
+
+
+def test_film_without_a_row_is_rejected(cxr_copy):
+    stray = noisy_jpeg(cxr_copy / DATASET_DIR / "train" / "patient88888" / "study1" / "view1_frontal.jpg")
+    df = load_chexpert(cxr_copy)
+    rej = df.attrs["rejections"]
+    assert rej["id"].tolist() == ["patient88888_study1_view1_frontal"] and rej["file"].tolist() == [str(stray)]
+    assert "train.csv" in rej["reason"].iloc[0] and "no row" in rej["reason"].iloc[0]
+    with pytest.raises(DataError, match="no row"):
+        load_chexpert(cxr_copy, strict=True)
+
+
+def test_truncated_film_is_rejected_at_load_time(cxr_copy):
+    film = sorted((cxr_copy / DATASET_DIR / "train").rglob("*_frontal.jpg"))[0]
+    film.write_bytes(film.read_bytes()[: film.stat().st_size // 2])
+    rej = load_chexpert(cxr_copy).attrs["rejections"]
+    assert rej["file"].tolist() == [str(film)] and rej["field"].tolist() == ["image"]
+    assert "truncated" in rej["reason"].iloc[0]
+
+
+# ----------------------------------------------------------------------------- the authors' sample, read by position
+RACE_WORDS = {0: "Asian", 1: "Black", 2: "White", -1: "Other"}
+SAMPLE_HEADER = ["", "Path", "PATIENT", "Sex", "Age", "race", "ethnicity", "Frontal/Lateral", "AP/PA", *OBSERVATIONS,
+                 "split", "file"]  # 25 columns: 3 Sex, 5 race, 6 ethnicity, 9-22 observations, 24 file
+
+
+def write_authors_sample(cxr_root: Path, meta: pd.DataFrame, out: Path, splits=("train", "val", "test"),
+                         header=SAMPLE_HEADER) -> pd.DataFrame:
+    """The authors' layout made from the synthetic films: chexpert_sample_<split>_<N>.csv + Chexpert_sample_512/.
+    Returns what each row should load as (id, split, sex, race, pleural_effusion, file)."""
+    frontal = meta[meta["Frontal/Lateral"] == "Frontal"].reset_index(drop=True)
+    patients = sorted(frontal["PATIENT"].unique())
+    split_of = {p: splits[i % len(splits)] for i, p in enumerate(patients)}
+    (out / "Chexpert_sample_512").mkdir(parents=True)
+    lines, expected = {s: [] for s in splits}, []
+    for i, rec in frontal.iterrows():
+        film = "_".join(Path(rec["Path"]).with_suffix("").parts[-3:])
+        shutil.copy(cxr_root / rec["Path"], out / "Chexpert_sample_512" / f"{film}.jpg")
+        labels = ["" if pd.isna(rec[o]) else f"{float(rec[o]):.1f}" for o in OBSERVATIONS]
+        split = split_of[rec["PATIENT"]]
+        lines[split].append([str(i), rec["Path"], rec["PATIENT"], rec["Sex"], str(rec["Age"]),
+                             RACE_WORDS[rec["race_group"]], rec["ETHNICITY"], "Frontal", rec["AP/PA"], *labels,
+                             split, f"{film}.jpg"])
+        expected.append(dict(id=film, split=split, sex={"Male": 0, "Female": 1}[rec["Sex"]], race=rec["race_group"],
+                             pleural_effusion=int(rec["Pleural Effusion"] == 1.0), patient=rec["PATIENT"],
+                             age_years=float(rec["Age"]), ethnicity_text=rec["ETHNICITY"]))
+    for split, rows in lines.items():
+        with open(out / f"chexpert_sample_{split}_{len(rows)}.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([header, *rows])
+    return pd.DataFrame(expected)
+
+
+@pytest.fixture
+def sample(cxr, tmp_path) -> tuple[Path, pd.DataFrame]:
+    out = tmp_path / "Chexpert"
+    return out, write_authors_sample(cxr[0], cxr[1], out)
+
+
+def test_authors_sample_is_detected_and_read_by_position(sample):
+    root, expected = sample
+    df = load_chexpert(root)
+    assert df.attrs["layout"] == "sample" and len(df.attrs["rejections"]) == 0
+    got = df.set_index("id")
+    assert sorted(got.index) == sorted(expected["id"])
+    for rec in expected.to_dict("records"):
+        row = got.loc[rec["id"]]
+        assert (row["split"], row["sex"], row["race"], row["pleural_effusion"], row["patient"]) == (
+            rec["split"], rec["sex"], rec["race"], rec["pleural_effusion"], rec["patient"])
+        assert row["age_years"] == rec["age_years"] and row["ethnicity_text"] == rec["ethnicity_text"]
+        assert Path(row["image_path"]) == root / "Chexpert_sample_512" / f"{rec['id']}.jpg"
+    assert {"train", "val", "test"} == set(df["split"]) and "val_carved" not in df.attrs
+    assert (df["race"] == -1).sum() == (expected["race"] == -1).sum()  # "Other" is unknown, kept
+
+
+def test_authors_sample_positions_do_not_depend_on_header_names(cxr, tmp_path):
+    header = [f"c{i}" for i in range(25)]  # nothing named: only positions say what a column is
+    expected = write_authors_sample(cxr[0], cxr[1], tmp_path / "s", header=header)
+    df = load_chexpert(tmp_path / "s", layout="sample").set_index("id").loc[expected["id"]]
+    assert df["sex"].tolist() == expected["sex"].tolist() and df["race"].tolist() == expected["race"].tolist()
+    assert df["age_years"].isna().all()  # no column named Age
+
+
+def test_authors_sample_without_val_gets_a_patient_level_validation_set(cxr, tmp_path):
+    expected = write_authors_sample(cxr[0], cxr[1], tmp_path / "s", splits=("train", "test"))
+    df = load_chexpert(tmp_path / "s", val_fraction=0.3, seed=1)
+    assert set(df["split"]) == {"train", "val", "test"} and df.attrs["val_carved"]["by"] == "patient"
+    assert (df.groupby("patient")["split"].nunique() == 1).all()
+    test_ids = set(expected.loc[expected["split"] == "test", "id"])
+    assert set(df.loc[df["split"] == "test", "id"]) == test_ids
+
+
+def edit_sample(root: Path, split: str, row: int, column: int, value: str) -> Path:
+    path = next(root.glob(f"chexpert_sample_{split}_*.csv"))
+    with open(path, newline="") as handle:
+        lines = list(csv.reader(handle))
+    lines[row][column] = value
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(lines)
+    return path
+
+
+@pytest.mark.parametrize("column,value,field,words", [
+    (3, "Robot", "column 3 ('Sex')", "female"),
+    (13, "2.0", "column 13 ('Lung Lesion')", "-1"),
+    (19, "yes", "column 19 ('Pleural Effusion')", "-1"),
+    (24, "../../elsewhere.jpg", "column 24 ('file')", "row 1"),
+    (24, "/etc/hostname", "column 24 ('file')", "absolute"),
+])
+def test_authors_sample_bad_cell_is_rejected_naming_file_and_column(sample, opened, column, value, field, words):
+    root, expected = sample
+    path = edit_sample(root, "train", 1, column, value)
+    df = load_chexpert(root)
+    rej = df.attrs["rejections"]
+    bad = rej[rej["file"] == str(path)]
+    assert len(bad) == 1 and bad["field"].iloc[0] == field and words in bad["reason"].iloc[0]
+    assert len(df) == len(expected) - 1
+    assert not any("elsewhere" in p or "hostname" in p for p in opened)
+    with pytest.raises(DataError) as err:
+        load_chexpert(root, strict=True)
+    assert err.value.field in (field, "column 24 ('file')")  # a changed file name also leaves its image without a row
+
+
+def test_authors_sample_image_without_a_row_and_short_csv(sample):
+    root, _ = sample
+    stray = noisy_jpeg(root / "Chexpert_sample_512" / "patient77777_study1_view1_frontal.jpg")
+    rej = load_chexpert(root).attrs["rejections"]
+    assert rej["file"].tolist() == [str(stray)] and "no row" in rej["reason"].iloc[0]
+    path = next(root.glob("chexpert_sample_test_*.csv"))
+    pd.read_csv(path, dtype=str, header=None).iloc[:, :24].to_csv(path, index=False, header=False)
+    with pytest.raises(DataError, match="25 columns") as err:
+        load_chexpert(root)
+    assert err.value.file == str(path)

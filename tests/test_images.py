@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fairdiff.data.images import (center_crop, load_image, minmax_stretch, prepare_uint8, preprocess,
-                                  resize_short_side, rotate_clockwise, to_anatomical, to_uint8)
+from fairdiff.data.images import (center_crop, load_image, minmax_stretch, pipeline_kwargs, prepare_uint8, preprocess,
+                                  resize_short_side, rotate_clockwise, squash, to_anatomical, to_uint8)
+from fairdiff.schema import CHEXPERT, FAIRGENMED, HAM10000
 
 
 def gray_ramp(width: int, height: int) -> np.ndarray:
@@ -155,3 +156,70 @@ def test_to_uint8_inverts_the_scaling():
 def test_preprocess_rejects_bad_resolution():
     with pytest.raises(ValueError, match="resolution"):
         preprocess(Image.new("RGB", (4, 4)), 0)
+
+
+# ----------------------------------------------------------------------------- the authors' HAM10000 / CheXpert pipeline
+def test_squash_matches_skimage_resize_known_values():
+    """Expected values recorded from skimage.transform.resize (scikit-image 0.26.0, scipy 1.17.1) followed by
+    (out * 255).astype(np.uint8), the authors' code; our scipy version gave the same bytes on 24 test images."""
+    i, j, c = np.mgrid[0:5, 0:7, 0:3]
+    shrunk = squash(Image.fromarray(((i * 37 + j * 11 + c * 80) % 256).astype(np.uint8)), 3)  # blurred, then resampled
+    np.testing.assert_array_equal(np.asarray(shrunk), [
+        [[21, 101, 181], [45, 125, 204], [69, 149, 200]],
+        [[82, 162, 205], [107, 186, 15], [131, 210, 36]],
+        [[144, 223, 48], [168, 113, 72], [192, 75, 96]]])
+    grown = squash(rgb(np.array([[0, 60], [120, 180]], dtype=np.uint8)), 3)  # no blur when enlarging
+    np.testing.assert_array_equal(np.asarray(grown)[..., 0], [[30, 50, 70], [70, 89, 110], [110, 130, 150]])
+
+
+def test_squash_ignores_the_aspect_ratio_and_keeps_flat_images_flat():
+    img = Image.new("RGB", (600, 450), (200, 100, 50))  # a HAM10000-sized photo
+    out = squash(img)
+    assert out.size == (200, 200) and out.mode == "RGB"
+    assert np.array_equal(np.unique(np.asarray(out).reshape(-1, 3), axis=0), [[200, 100, 50]])
+    already = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    assert np.array_equal(np.asarray(squash(already)), np.asarray(already))  # the authors skip it at height 200
+
+
+def test_authors_pipeline_is_squash_then_ours_rotated():
+    rng = np.random.default_rng(4)
+    img = Image.fromarray(rng.integers(0, 256, size=(45, 60, 3), dtype=np.uint8))  # W 60 x H 45, like HAM's 600 x 450
+    theirs = prepare_uint8(img, 16, rotate=True, preprocess="authors")
+    assert theirs.shape == (3, 16, 16) and theirs.dtype == torch.uint8
+    assert torch.equal(theirs, prepare_uint8(squash(img), 16, rotate=True))
+    assert not torch.equal(theirs, prepare_uint8(img, 16, rotate=True))  # ours keeps the central square instead
+    assert torch.equal(preprocess(img, 16, True, "authors"), theirs.float() / 127.5 - 1)
+
+
+def test_pipeline_kwargs_per_dataset():
+    assert pipeline_kwargs(HAM10000) == {"rotate": False, "preprocess": "ours"}
+    assert pipeline_kwargs(HAM10000, "authors") == {"rotate": True, "preprocess": "authors"}
+    assert pipeline_kwargs(CHEXPERT, "authors") == {"rotate": True, "preprocess": "authors"}
+    # the authors' FairGenMed pipeline is ours: rotated, not squashed
+    assert pipeline_kwargs(FAIRGENMED, "authors") == pipeline_kwargs(FAIRGENMED) == {"rotate": True, "preprocess": "ours"}
+    assert pipeline_kwargs(HAM10000, "authors", rotate=False)["rotate"] is False
+
+
+@pytest.mark.parametrize("call", [
+    lambda: prepare_uint8(Image.new("RGB", (4, 4)), 4, preprocess="theirs"),
+    lambda: pipeline_kwargs(HAM10000, "Authors"),
+])
+def test_unknown_preprocess_names_the_allowed_values(call):
+    with pytest.raises(ValueError, match=r"\['ours', 'authors'\]"):
+        call()
+
+
+def test_dataset_applies_the_chosen_pipeline(tmp_path):
+    import pandas as pd
+
+    from fairdiff.data.dataset import ImageRecordDataset
+    path = tmp_path / "ISIC_0000001.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (45, 60, 3), dtype=np.uint8)).save(path)
+    frame = pd.DataFrame({"id": ["ISIC_0000001"], "split": ["train"], "image_path": [str(path)], "prompt": ["p"],
+                          "sex": [0], "age": [1], "malignant": [0]})
+    theirs = ImageRecordDataset(frame, HAM10000, 8, preprocess="authors")[0]["pixel_values"]
+    assert torch.equal(theirs, preprocess(squash(load_image(path)), 8, rotate=True))
+    ours = ImageRecordDataset(frame, HAM10000, 8)[0]["pixel_values"]
+    assert torch.equal(ours, preprocess(load_image(path), 8, rotate=False))
+    with pytest.raises(ValueError, match="preprocess"):
+        ImageRecordDataset(frame, HAM10000, 8, preprocess="paper")

@@ -234,19 +234,19 @@ def _read_sample(root: Path, files: dict[str, Path], rejections: Rejections) -> 
     reject_unlisted(image_files(image_dir), named, rejections, " / ".join(p.name for p in files.values()),
                     _column(header, SAMPLE_FILE), _film_id)
     rows = _drop_duplicate_films(rows, rejections)
-    splits_per_patient = pd.Series({r["patient"]: 0 for r in rows}, dtype="int64")
-    if rows:
-        splits_per_patient = pd.DataFrame(rows).groupby("patient")["split"].nunique()
+    splits = pd.DataFrame(rows, columns=["patient", "split"]).groupby("patient")["split"].nunique()
     return rows, {"layout": "sample", "demographics": f"sample CSVs, column {SAMPLE_RACE}",
-                  "lateral_skipped": 0, "patients_in_several_splits": int((splits_per_patient > 1).sum())}
+                  "lateral_skipped": 0, "patients_in_several_splits": int((splits > 1).sum())}
 
 
 def _parse_sample_row(values: list[str], header: list[str], file: Path, number: int, root: Path, image_dir: Path,
                       rejections: Rejections, named: set) -> dict | None:
+    """One row of a sample CSV, read by position; its image goes into ``named`` even if rejected."""
     raw_file = values[SAMPLE_FILE].strip()
     rel = raw_file.replace("\\", "/")
     match = PATH_PATTERN.search(rel)
-    row_id = "_".join(match.groups()) if match else str(PurePosixPath(rel).with_suffix("")).replace("/", "_")
+    row_id = _film_id(rel) or f"{file.name} row {number}"
+    names = {h.strip().lower(): i for i, h in enumerate(header)}  # optional named extras: Age, AP/PA
     try:
         image = path_inside(root, image_dir, raw_file, file, _column(header, SAMPLE_FILE), number)
         named.add(str(image))
@@ -254,8 +254,8 @@ def _parse_sample_row(values: list[str], header: list[str], file: Path, number: 
         for position in SAMPLE_OBSERVATIONS:
             map_vocab(values[position], EFFUSION_VOCAB, file, _column(header, position))  # 1, 0, -1 or blank
         effusion = map_vocab(values[SAMPLE_EFFUSION], EFFUSION_VOCAB, file, _column(header, SAMPLE_EFFUSION))
-        names = {h.strip().lower(): i for i, h in enumerate(header)}
-        age_years = parse_age(values[names["age"]], file, "Age") if "age" in names else float("nan")
+        age_years = (parse_age(values[names["age"]], file, _column(header, names["age"])) if "age" in names
+                     else float("nan"))
     except DataError as err:
         err.add_note(f"row {number} of {file}")
         rejections.add(row_id, err)
@@ -378,7 +378,9 @@ def _image_path(raw: str, csv_dir: Path, root: Path, file: Path, number: int) ->
     an absolute path or a ``..`` that climbs out of ``root`` is refused before any is touched."""
     path_inside(root, root, raw, file, "Path", number)  # refuses absolute paths and escapes, whatever the base
     rel = PurePosixPath(raw.replace("\\", "/"))
-    tries = [(csv_dir.parent, str(rel))] + ([(csv_dir, str(PurePosixPath(*rel.parts[1:])))] if len(rel.parts) > 1 else [])
+    tries = [(csv_dir.parent, str(rel))]
+    if len(rel.parts) > 1:
+        tries.append((csv_dir, str(PurePosixPath(*rel.parts[1:]))))
     places = []
     for base, text in tries:
         try:

@@ -36,7 +36,9 @@ as a pickled object array is an error unless ``trust_pickle=True``, which warns 
 unpickle it. Nothing in the dataset folder is ever written or deleted.
 
 Completeness: every subject's JPG is decoded (see :func:`fairdiff.data.common.check_image`), so
-a truncated photo is rejected at load time with its path. A CSV row whose npz is in no split
+a truncated photo is rejected at load time with its path. That costs about 0.7 ms of CPU per
+512 x 664 photo (spread over a few threads): the 800 synthetic subjects of the mini profile
+index in 0.8 CPU s instead of 0.2 CPU s without it. A CSV row whose npz is in no split
 folder (missing, or a dangling symlink) is a rejection naming the CSV row and the file; so is an
 npz without a CSV row and a ``slo_fundus_<ID>.jpg`` without its npz. Rows are checked against
 every split folder on disk when all three splits are loaded; when only some are, only rows whose

@@ -129,9 +129,13 @@ def squash(img: Image.Image, size: int = AUTHORS_SQUASH) -> Image.Image:
     ``(out * 255).astype(np.uint8)`` do (the authors' HAM10000 / CheXpert step; module docstring).
 
     The anti-aliasing blur and the resampling are the scipy.ndimage calls skimage makes, with its
-    defaults, so the result matches skimage's without depending on it."""
+    defaults, so the result matches skimage's without depending on it. Like the authors' code,
+    which resizes only when the height differs from ``size``, an image already ``size`` high is
+    returned unchanged (as RGB)."""
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels; got {size}")
+    if img.height == size:
+        return img.convert("RGB")
     source = np.multiply(np.asarray(img.convert("RGB")), 1.0 / 255, dtype=np.float64)  # as skimage's img_as_float
     factors = np.array([source.shape[0] / size, source.shape[1] / size, 1.0])
     blurred = source

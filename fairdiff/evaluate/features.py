@@ -8,7 +8,8 @@ role of Inception's pool3 features and its joint-label logits the role of the cl
 
 The authors copied each group's images to a folder and re-ran Inception on it, once per metric.
 :func:`generation_metrics` extracts every image once and slices the feature arrays by metadata
-groups (see benchmarks/bench_eval_features.py for the speed-up).
+groups (see benchmarks/bench_eval_features.py for the speed-up); the metric arithmetic lives in
+:mod:`fairdiff.evaluate.generation`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from fairdiff.errors import DataError
 from fairdiff.evaluate import metrics as M
 from fairdiff.evaluate.classifier import (InputAdapter, as_unit_float, batched, conv_trunk, default_device, device_of,
                                           image_batches, seeded, train_epoch)
+from fairdiff.evaluate.generation import (ES_GROUP, GAP_GROUP, GENERATION_COLUMNS, MATCHED_ALL,  # noqa: F401
+                                          generation_metrics_from_features)
 from fairdiff.evaluate.groups import group_ids, group_masks, group_names
 from fairdiff.io import atomic_dir
 from fairdiff.schema import Schema
@@ -228,9 +231,7 @@ class InceptionExtractor(FeatureExtractor):
 
 
 # ----------------------------------------------------------------------------- generation metrics
-GENERATION_COLUMNS = ["extractor", "attribute", "group", "n_real", "n_fake", "small_group", "metric", "value",
-                      "boot_mean", "boot_lo", "boot_hi", "n_valid"]
-LOWER_IS_BETTER = {"fid": True, "mifid": True, "is": False}
+LOWER_IS_BETTER = {"fid": True, "fid_debiased": True, "kid": True, "mifid": True, "is": False}
 
 
 def _blas_threads_for(dim: int) -> contextlib.AbstractContextManager:
@@ -240,133 +241,107 @@ def _blas_threads_for(dim: int) -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=1, user_api="blas") if dim <= 512 else contextlib.nullcontext()
 
 
-def _set_metrics(real_f: np.ndarray, fake_f: np.ndarray, fake_l: np.ndarray, n_boot: int, seed: int,
-                 splits: int, cosine_eps: float) -> dict[str, dict]:
-    """FID, MiFID and IS of one (real, generated) pair of feature sets, each with its bootstrap."""
-    nan = {"point": np.nan, "mean": np.nan, "lo": np.nan, "hi": np.nan, "n_valid": 0}
-    out = {"fid": nan, "mifid": nan, "is": nan, "is_std": nan}
-
-    def fid_mifid(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
-        fid = M.fid_from_features(real, fake)
-        return np.array([fid, M.mifid_from_fid(fid, M.memorization_distance(real, fake, cosine_eps))])
-
-    if len(real_f) >= 2 and len(fake_f) >= 2:
-        b = M.bootstrap(fid_mifid, real_f, fake_f, n=n_boot, seed=seed, paired=False)
-        for i, metric in enumerate(("fid", "mifid")):
-            out[metric] = {k: v[i] for k, v in b.items()}
-    if len(fake_l) >= 1:
-        out["is"] = M.bootstrap(lambda lg: M.inception_score_from_logits(lg, splits, seed)[0], fake_l,
-                                n=n_boot, seed=seed)
-        out["is_std"] = {**nan, "point": M.inception_score_from_logits(fake_l, splits, seed)[1]}
-    return out
-
-
-ES_GROUP = "(equity-scaled)"
-
-
-def _equity_fid_bootstrap(real_f: np.ndarray, fake_f: np.ndarray, real_masks: dict, fake_masks: dict, n_boot: int,
-                          seed: int) -> dict[str, dict]:
-    """ES-FID of every attribute with a joint bootstrap: each resample draws the whole real and
-    generated sets once and recomputes the overall FID and every group's FID from those rows, so
-    the interval carries the dependence between the overall and group values. Groups with fewer
-    than 2 images in a resample are left out of that resample's ES, as in :func:`equity_table`."""
-    attributes = list(dict.fromkeys(a for a, _ in real_masks))
-
-    def es_per_attribute(ri: np.ndarray, fi: np.ndarray) -> np.ndarray:
-        real, fake = real_f[ri], fake_f[fi]
-        overall = M.fid_from_features(real, fake) if len(ri) >= 2 and len(fi) >= 2 else np.nan
-        out = []
-        for attr in attributes:
-            fids = []
-            for (a, group), real_mask in real_masks.items():
-                if a == attr:
-                    r, f = real[real_mask[ri]], fake[fake_masks[(a, group)][fi]]
-                    if len(r) >= 2 and len(f) >= 2:
-                        fids.append(M.fid_from_features(r, f))
-            out.append(M.equity_scaled(overall, fids, higher_is_better=False) if fids else np.nan)
-        return np.array(out)
-
-    b = M.bootstrap(es_per_attribute, np.arange(len(real_f)), np.arange(len(fake_f)), n=n_boot, seed=seed,
-                    paired=False)
-    return {attr: {k: (float(v[i]) if k != "n_valid" else int(v[i])) for k, v in b.items()}
-            for i, attr in enumerate(attributes)}
-
-
 def generation_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, real_meta: pd.DataFrame,
                        fake_meta: pd.DataFrame, schema: Schema, extractor: FeatureExtractor, n_boot: int = 100,
                        min_group_size: int = 50, seed: int = 0, attributes: list[str] | None = None,
-                       splits: int = 10, cosine_eps: float = 0.1, batch_size: int = 256) -> pd.DataFrame:
-    """FID, MiFID and IS overall and for every group, from one feature extraction per image set.
+                       splits: int = 10, mifid_eps: float | str = "calibrated", batch_size: int = 256,
+                       train_images: torch.Tensor | None = None, kid_subset_size: int = 1000, kid_subsets: int = 100,
+                       prdc_k: int = 5, size_matched_floor: int = 5, size_matched_repeats: int = 20,
+                       jackknife_blocks: int = 20, copy_quantile: float = 0.01, ci: float = 0.95,
+                       num_workers: int = 0) -> pd.DataFrame:
+    """Image-set metrics of generated images overall and for every group, from one feature
+    extraction per image set (real test, generated, and optionally real training images).
 
     A group's generated images are compared with that group's own real images (groups read from
-    each set's metadata ids). Tidy output, one row per (group, metric), columns
-    :data:`GENERATION_COLUMNS`: the group sizes, ``small_group`` when either side has fewer than
-    ``min_group_size`` images (FID is biased upward and noisy there; with fewer than 2 images it is
-    NaN), the point value, and a percentile bootstrap (real and generated sets resampled
-    independently). ``is_std`` is IS's spread over its splits, without a bootstrap. Per attribute,
-    one more row (group ``ES_GROUP``, metric ``es_fid``) holds ES-FID with a joint bootstrap over
-    the whole sets (see :func:`_equity_fid_bootstrap`); :func:`equity_table` reports it.
+    each set's metadata ids). Tidy output, one row per (attribute, group, metric), columns
+    :data:`GENERATION_COLUMNS`: the sizes compared, ``small_group`` when either is below
+    ``min_group_size``, ``size_matched`` for the equal-size rows, the value, and its interval:
+    ``boot_lo``/``boot_hi`` at level ``ci``, ``boot_mean``/``boot_std`` the centre and standard
+    error it is built from (for the bootstrap: mean and std over resamples, the authors' way),
+    ``n_valid`` the replicates used, ``interval`` the method, ``note`` what a reader must know.
 
-    Read with care (measured on synthetic FairGenMed, 64 px, domain encoder):
-    - resampled sets hold duplicates, so bootstrap FIDs sit above the point value (overall: 1.13,
-      interval 0.83-4.7): the interval shows spread, it is not centred on the estimate;
-    - IS cuts a group into ``splits`` chunks of ceil(n / splits) images; a group of fewer than
-      ``splits`` generated images gets one-image chunks and IS = 1 exactly;
-    - ``cosine_eps`` = 0.1 was tuned for Inception features. Domain features of two disjoint real
-      sets are already 0.006 apart, so MiFID = FID / distance for any generator; calibrate it, e.g.
-      from ``metrics.memorization_distance(real_a, real_b, cosine_eps=1.0)``."""
+    Per group (and ``all``):
+    - ``fid`` (plug-in, as torchmetrics) and ``fid_debiased`` (jackknife bias-corrected: the part
+      of FID's small-sample bias linear in 1/n removed, comparable across group sizes); both with
+      the two-sample delete-a-group jackknife (``jackknife_blocks`` blocks per set,
+      :mod:`fairdiff.evaluate.intervals`): ``fid``'s interval contains it and covers the FID
+      expected at these sizes, ``fid_debiased``'s covers the population distance;
+    - ``kid`` (:mod:`fairdiff.evaluate.kid`, ``kid_subsets`` subsets of ``kid_subset_size`` capped at
+      the group) with its jackknife interval, ``kid_std`` its spread over subsets;
+    - ``mifid`` with ``mifid_eps`` a number or ``"calibrated"`` (the ``copy_quantile`` of real
+      test-to-train cosine distances; without training images it falls back to 0.1), stated in
+      ``note`` and in the row ``mifid_eps``;
+    - ``precision``, ``recall``, ``density``, ``coverage`` (:mod:`fairdiff.evaluate.prdc`, ``prdc_k``);
+    - ``is``, ``is_std`` (percentile bootstrap over ``n_boot`` resamples of the generated set; IS cuts
+      a group into ``splits`` chunks, so fewer than ``splits`` images give IS = 1);
+    - with ``train_images``: ``copy_share`` (generated images closer to a training image than the
+      ``copy_quantile`` of held-out real test images are, Wilson interval; threshold in the row
+      ``copy_threshold``) and ``nn_train_ratio`` (:mod:`fairdiff.evaluate.memorisation`).
+
+    Size-matched (``size_matched`` True): per attribute, every group whose smaller side holds at least
+    ``size_matched_floor`` images is compared at m = the smallest such size: ``fid_matched`` and
+    ``kid_matched`` are means over ``size_matched_repeats`` subsamples of m images per side, and the
+    group ``MATCHED_ALL`` holds the whole sets subsampled to the same m. Smaller groups get no
+    matched value. Per attribute, group ``ES_GROUP`` holds ``es_fid``, ``es_fid_debiased``,
+    ``es_kid``, ``es_fid_matched``, ``es_kid_matched`` (:func:`fairdiff.evaluate.metrics.equity_scaled`,
+    OUR lower-is-better form), and group ``GAP_GROUP`` the largest minus smallest group value of the
+    same metrics (``*_gap``), each with the jackknife over the whole sets, so they carry the
+    dependence between the groups and the overall value."""
     for what, imgs, meta in (("real", real_images, real_meta), ("generated", fake_images, fake_meta)):
         if len(imgs) != len(meta):
             raise ValueError(f"{what}: {len(imgs)} images but {len(meta)} metadata rows")
-    real_f = extract(extractor, real_images, batch_size)[0].double().numpy()
-    fake_f, fake_l = (t.double().numpy() for t in extract(extractor, fake_images, batch_size))
-    real_masks = group_masks(real_meta, schema, attributes)
-    fake_masks = group_masks(fake_meta, schema, attributes)
-    selections = [("all", "all", np.ones(len(real_f), bool), np.ones(len(fake_f), bool))]
-    selections += [(attr, group, real_masks[(attr, group)], fake_masks[(attr, group)]) for attr, group in real_masks]
-
-    rows = []
+    real_f = extract(extractor, real_images, batch_size, num_workers)[0].double().numpy()
+    fake_f, fake_l = (t.double().numpy() for t in extract(extractor, fake_images, batch_size, num_workers))
+    train_f = (None if train_images is None
+               else extract(extractor, train_images, batch_size, num_workers)[0].double().numpy())
     with _blas_threads_for(extractor.num_features):
-        es = _equity_fid_bootstrap(real_f, fake_f, real_masks, fake_masks, n_boot, seed)
-    for attr, r in es.items():
-        rows.append({"extractor": extractor.name, "attribute": attr, "group": ES_GROUP, "n_real": len(real_f),
-                     "n_fake": len(fake_f), "small_group": False, "metric": "es_fid", "value": r["point"],
-                     "boot_mean": r["mean"], "boot_lo": r["lo"], "boot_hi": r["hi"], "n_valid": r["n_valid"]})
-    for attr, group, real_sel, fake_sel in selections:
-        n_real, n_fake = int(real_sel.sum()), int(fake_sel.sum())
-        with _blas_threads_for(extractor.num_features):
-            results = _set_metrics(real_f[real_sel], fake_f[fake_sel], fake_l[fake_sel], n_boot, seed, splits,
-                                   cosine_eps)
-        for metric, r in results.items():
-            rows.append({"extractor": extractor.name, "attribute": attr, "group": group, "n_real": n_real,
-                         "n_fake": n_fake, "small_group": min(n_real, n_fake) < min_group_size, "metric": metric,
-                         "value": float(r["point"]), "boot_mean": float(r["mean"]), "boot_lo": float(r["lo"]),
-                         "boot_hi": float(r["hi"]), "n_valid": int(r["n_valid"])})
-    return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
+        return generation_metrics_from_features(
+            real_f, fake_f, fake_l, group_masks(real_meta, schema, attributes), group_masks(fake_meta, schema, attributes),
+            extractor.name, train_f, n_boot=n_boot, min_group_size=min_group_size, seed=seed, splits=splits,
+            mifid_eps=mifid_eps, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, prdc_k=prdc_k,
+            size_matched_floor=size_matched_floor, size_matched_repeats=size_matched_repeats,
+            jackknife_blocks=jackknife_blocks, copy_quantile=copy_quantile, ci=ci)
 
 
 def equity_table(frame: pd.DataFrame, alpha: float = 1.0) -> pd.DataFrame:
-    """ES-FID, ES-MiFID and ES-IS per attribute from a :func:`generation_metrics` table.
+    """Equity-scaled metrics per attribute from a :func:`generation_metrics` table.
 
-    ES-IS uses the authors' higher-is-better form; ES-FID / ES-MiFID use OUR lower-is-better
-    definition, FID * (1 + alpha * sum_g |FID_g - FID| / FID) (see
-    :func:`fairdiff.evaluate.metrics.equity_scaled`; the paper's formula was not available).
-    Groups whose value is NaN (fewer than 2 images) are left out and ``n_groups`` counts the rest;
-    small groups are kept, as in the paper. ES-FID carries the bootstrap interval that
-    :func:`generation_metrics` computed (``boot_lo``/``boot_hi``; NaN for the others)."""
+    ES-IS uses the authors' higher-is-better form; ES-FID (plug-in and debiased), ES-KID and
+    ES-MiFID use OUR lower-is-better definition, M * (1 + alpha * sum_g |M_g - M| / M) (see
+    :func:`fairdiff.evaluate.metrics.equity_scaled`; the paper's formula was not available), computed
+    here from the per-group rows. Groups whose value is NaN (fewer than 2 images) are left out and
+    ``n_groups`` counts the rest; small groups are kept, as in the paper. Where the table holds
+    the same summary with an interval (group ``ES_GROUP``) that interval is attached (alpha = 1);
+    the size-matched summaries (``es_fid_matched``, ``es_kid_matched``) are taken from those rows,
+    their overall value being the whole sets subsampled to the matched size."""
+    columns = ["extractor", "attribute", "metric", "value", "boot_lo", "boot_hi", "overall", "n_groups",
+               "higher_is_better"]
     rows = []
-    es_boot = frame[frame["metric"] == "es_fid"].set_index(["extractor", "attribute"])
-    scored = frame[frame["metric"].isin(LOWER_IS_BETTER)]
+    has_group = "group" in frame.columns
+    summaries = frame[frame["group"] == ES_GROUP] if has_group else frame.iloc[:0]
+    intervals = summaries.set_index(["extractor", "attribute", "metric"])
+    per_group = frame[~frame["group"].isin([ES_GROUP, GAP_GROUP, MATCHED_ALL])] if has_group else frame
+    scored = per_group[per_group["metric"].isin(LOWER_IS_BETTER)]
     for (extractor, metric), part in scored.groupby(["extractor", "metric"], sort=False):
         overall = part.loc[part["attribute"] == "all", "value"].iloc[0]
         for attr, groups in part[part["attribute"] != "all"].groupby("attribute", sort=False):
             values = groups["value"].dropna()
             lo = hi = np.nan
-            if metric == "fid" and alpha == 1.0 and (extractor, attr) in es_boot.index:
-                lo, hi = es_boot.loc[(extractor, attr), ["boot_lo", "boot_hi"]]
+            if alpha == 1.0 and (extractor, attr, f"es_{metric}") in intervals.index:
+                lo, hi = intervals.loc[(extractor, attr, f"es_{metric}"), ["boot_lo", "boot_hi"]]
             rows.append({"extractor": extractor, "attribute": attr, "metric": f"es_{metric}",
                          "value": M.equity_scaled(overall, values.to_numpy(), not LOWER_IS_BETTER[metric], alpha),
                          "boot_lo": lo, "boot_hi": hi, "overall": overall, "n_groups": len(values),
                          "higher_is_better": not LOWER_IS_BETTER[metric]})
-    return pd.DataFrame(rows, columns=["extractor", "attribute", "metric", "value", "boot_lo", "boot_hi", "overall",
-                                       "n_groups", "higher_is_better"])
+    if alpha == 1.0:
+        for _, r in summaries[summaries["metric"].isin(["es_fid_matched", "es_kid_matched"])].iterrows():
+            base = r["metric"][len("es_"):]
+            part = per_group[(per_group["extractor"] == r["extractor"]) & (per_group["attribute"] == r["attribute"])
+                             & (per_group["metric"] == base)]
+            overall = frame[(frame["extractor"] == r["extractor"]) & (frame["attribute"] == r["attribute"])
+                            & (frame["group"] == MATCHED_ALL) & (frame["metric"] == base)]["value"]
+            rows.append({"extractor": r["extractor"], "attribute": r["attribute"], "metric": r["metric"],
+                         "value": r["value"], "boot_lo": r["boot_lo"], "boot_hi": r["boot_hi"],
+                         "overall": overall.iloc[0] if len(overall) else np.nan,
+                         "n_groups": int(part["value"].notna().sum()), "higher_is_better": False})
+    return pd.DataFrame(rows, columns=columns)

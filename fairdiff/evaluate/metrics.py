@@ -87,11 +87,15 @@ def inception_score_from_logits(logits: ArrayLike, splits: int = 10,
     if shuffle_seed is not None:
         logits = logits[np.random.default_rng(shuffle_seed).permutation(len(logits))]
     size = -(-len(logits) // splits)  # ceil, as torch.chunk
-    scores = []
-    for start in range(0, len(logits), size):
-        log_p = scipy.special.log_softmax(logits[start:start + size], axis=1)
-        log_marginal = scipy.special.logsumexp(log_p, axis=0) - np.log(len(log_p))
-        scores.append(np.exp((np.exp(log_p) * (log_p - log_marginal)).sum(axis=1).mean()))
+    starts = np.arange(0, len(logits), size)
+    counts = np.diff(np.append(starts, len(logits)))
+    # all chunks at once (one pass, no per-chunk calls: this runs inside a bootstrap)
+    log_p = scipy.special.log_softmax(logits, axis=1)
+    p = np.exp(log_p)
+    with np.errstate(divide="ignore"):
+        log_marginal = np.log(np.add.reduceat(p, starts, axis=0) / counts[:, None])  # log p(y) per chunk
+    terms = np.where(p > 0, p * (log_p - np.repeat(log_marginal, counts, axis=0)), 0.0)
+    scores = np.exp(np.add.reduceat(terms.sum(axis=1), starts) / counts)
     std = float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan")
     return float(np.mean(scores)), std
 
@@ -202,7 +206,7 @@ def equity_scaled(overall: float, per_group: Mapping[object, float] | Sequence[f
     deviation = np.abs(_values(per_group) - overall).sum()
     if higher_is_better:
         return float(overall / (1.0 + alpha * deviation))
-    return float(overall * (1.0 + alpha * deviation / overall))
+    return float(overall + alpha * deviation)  # the form above without dividing: KID can be 0 or negative
 
 
 def between_group_disparity(overall: float,
@@ -225,8 +229,12 @@ def bootstrap(statistic: Callable[..., float | np.ndarray], *arrays: ArrayLike, 
     AUC, DPD); ``paired=False`` resamples each array on its own (a real and a generated image set:
     FID). ``statistic`` may return a float or a 1-d array (several metrics from one resample, so
     they stay consistent). A resample where the statistic is NaN (e.g. AUC with one class) is
-    left out; ``n_valid`` counts the rest. Returns point, mean, lo, hi, n_valid; with ``n=0``
-    mean/lo/hi are NaN."""
+    left out; ``n_valid`` counts the rest. Returns point, mean, std (over resamples, ddof 1), lo,
+    hi, n_valid; with ``n=0`` mean/std/lo/hi are NaN.
+
+    For AUC, accuracy and IS. Not for FID-like set distances: a resample with replacement repeats
+    images, FID penalises the lost diversity, and the interval lands above the estimate; those use
+    the jackknife of :mod:`fairdiff.evaluate.intervals`."""
     arrays = tuple(a if isinstance(a, torch.Tensor) else np.asarray(a) for a in arrays)
     sizes = [len(a) for a in arrays]
     if paired and len(set(sizes)) > 1:
@@ -242,14 +250,15 @@ def bootstrap(statistic: Callable[..., float | np.ndarray], *arrays: ArrayLike, 
             sample = [a[rng.integers(0, size, size)] for a, size in zip(arrays, sizes)]
         replicates[i] = statistic(*sample)
     tail = 100.0 * (1.0 - ci) / 2.0
-    mean = lo = hi = np.full(point.shape, np.nan)
+    mean = std = lo = hi = np.full(point.shape, np.nan)
     if n > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: the answer is NaN
             mean = np.nanmean(replicates, axis=0)
+            std = np.nanstd(replicates, axis=0, ddof=1) if n > 1 else np.full(point.shape, np.nan)
             lo, hi = np.nanpercentile(replicates, [tail, 100.0 - tail], axis=0)
     scalar = point.ndim == 0
     pack = (lambda v: float(v)) if scalar else (lambda v: np.asarray(v))
     n_valid = np.isfinite(replicates).sum(axis=0)
-    return {"point": pack(point), "mean": pack(mean), "lo": pack(lo), "hi": pack(hi),
+    return {"point": pack(point), "mean": pack(mean), "std": pack(std), "lo": pack(lo), "hi": pack(hi),
             "n_valid": int(n_valid) if scalar else n_valid}

@@ -18,7 +18,7 @@ from PIL import Image
 from fairdiff.progress import Progress
 
 from fairdiff import io
-from fairdiff.data.images import to_anatomical
+from fairdiff.data.images import pipeline_kwargs, to_anatomical
 from fairdiff.schema import Schema, get_schema
 
 SCHEDULERS = ("ddim", "dpmsolver")
@@ -53,23 +53,26 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance_sc
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _to_anatomical(images: np.ndarray, schema: Schema) -> np.ndarray:
+def _to_anatomical(images: np.ndarray, rotate: bool) -> np.ndarray:
     """A batch [B, H, W, C] back to the frame of the files on disk (the one rotation rule lives in
     :func:`fairdiff.data.images.to_anatomical`)."""
-    if not schema.rotate:
+    if not rotate:
         return images
     return to_anatomical(torch.from_numpy(images).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def sample_records(pipe, records: pd.DataFrame, schema: Schema, out: str | Path, *, seed: int, steps: int,
                    guidance_scale: float, resolution: int, batch_size: int, unet_name: str, scheduler: str,
-                   progress: bool = True) -> pd.DataFrame:
+                   progress: bool = True, rotate: bool | None = None) -> pd.DataFrame:
     """Write ``<out>/images/<id>.png`` for every record and ``<out>/manifest.csv``; skip existing images.
 
     Records are drawn in fixed chunks of ``batch_size`` (positions in ``records``), and a chunk with
     any image missing is drawn whole, writing only the missing ones. An image therefore always
     comes from the same batch, so a run resumed after a kill writes the same bits as one that was
-    never stopped, in float32 too (where an image's last bits depend on its batch)."""
+    never stopped, in float32 too (where an image's last bits depend on its batch). ``rotate``
+    (default: the schema's) says whether training images were rotated, i.e. whether generated ones
+    are turned back before saving."""
+    rotate = schema.rotate if rotate is None else rotate
     out = Path(out)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,7 @@ def sample_records(pipe, records: pd.DataFrame, schema: Schema, out: str | Path,
             continue
         chunk = manifest.iloc[start:start + batch_size]
         images = _to_anatomical(generate(pipe, list(chunk["prompt"]), list(chunk["seed"]), steps,
-                                         guidance_scale, resolution), schema)
+                                         guidance_scale, resolution), rotate)
         for img, path in zip(images[todo], chunk["path"][todo]):
             with io.atomic_path(path) as tmp:
                 Image.fromarray(img).save(tmp, format="PNG")
@@ -144,7 +147,8 @@ def sample_run(run_dir: str | Path, split: str = "test", out: str | Path | None 
     out = Path(out) if out else Path(run_dir).parent / "samples" / cfg["method"] / split
     common = dict(seed=cfg["seed"], steps=steps, guidance_scale=s["guidance_scale"],
                   resolution=cfg["data"]["resolution"], batch_size=batch_size, unet_name=unet,
-                  scheduler=scheduler, progress=progress)
+                  scheduler=scheduler, progress=progress,
+                  rotate=pipeline_kwargs(schema, cfg["data"].get("preprocess", "ours"))["rotate"])
     sample_records(pipe, records[records["split"] == split].reset_index(drop=True), schema, out, **common)
     if grid and split == "test":
         sample_records(pipe, condition_grid(records, schema, s["grid_per_group"]), schema, out / "grid", **common)

@@ -352,10 +352,10 @@ def _timed(times: list, seed: int, method: str, stage: str, fn):
     from fairdiff.progress import announce
 
     announce(f"study seed {seed}", f"{method} {stage}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     times.append({"seed": seed, "method": method, "stage": stage, "seconds": round(time.perf_counter() - t0, 1),
-                  "load1": round(os.getloadavg()[0], 2)})
+                  "cpu_seconds": round(time.process_time() - c0, 1), "load1": round(os.getloadavg()[0], 2)})
     return out
 
 
@@ -368,7 +368,8 @@ def _merge_times(path: Path, new: pd.DataFrame, cached_below_s: float = 2.0) -> 
     merged = new.set_index(["seed", "method", "stage"])
     for key in merged.index:
         if merged.loc[key, "seconds"] < cached_below_s and key in old.index:
-            merged.loc[key, ["seconds", "load1"]] = old.loc[key, ["seconds", "load1"]].to_numpy()
+            cols = [c for c in ("seconds", "cpu_seconds", "load1") if c in old.columns]
+            merged.loc[key, cols] = old.loc[key, cols].to_numpy()
     return merged.reset_index()
 
 
@@ -391,6 +392,7 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
     t_all = time.perf_counter()
     for i, seed in enumerate(seeds, 1):
         ctx = seed_context(profile, seed, dataset, sets, root)
+        _timed(times, seed, "all", "base", lambda: stages.base(ctx, progress))  # the seed's VAE and latents
         for method in methods:
             tag = f"seed {i}/{len(seeds)} (seed={seed}) · {method}"
             t0 = time.perf_counter()

@@ -95,9 +95,12 @@ def test_a_foreign_folder_is_never_trained_into(synthetic_fairgenmed, tmp_path):
     assert (foreign / "config.yaml").read_text() == "mine: true\n"
 
 
-def _fairdiff(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "fairdiff", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **(env or {})})
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # as the in-process run (one_thread)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=ONE_THREAD)
 
 
 def test_killed_training_resumes_bit_identically_and_the_cli_run_is_the_notebook_run(synthetic_fairgenmed, tmp_path,
@@ -106,14 +109,13 @@ def test_killed_training_resumes_bit_identically_and_the_cli_run_is_the_notebook
     straight = stages.trained(stages.context(profile, runs=tmp_path / "straight"), "fairbo")
 
     runs = tmp_path / "runs"
-    killed = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_train.py"), str(profile), str(runs), "fairbo", "5"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    killed = _run(ROOT / "tests" / "kill_train.py", profile, runs, "fairbo", 5)
     assert killed.returncode == -9, killed.stderr[-2000:]
     run = stages.context(profile, runs=runs).layout.method("fairbo")
     assert not (run / "final").exists() and (run / "checkpoints").is_dir()
     config_before = (run / "config.yaml").read_bytes()
 
-    resumed = _fairdiff("train", "--config", profile, "--method", "fairbo", "--runs", runs)
+    resumed = _run("-m", "fairdiff", "train", "--config", profile, "--method", "fairbo", "--runs", runs)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (run / "config.yaml").read_bytes() == config_before  # a resume never rewrites the config
     a, b = _unet_state(straight), _unet_state(run)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
 from fairdiff.errors import DataError
 from fairdiff.evaluate.classifier import predict_proba, train_classifier
@@ -31,11 +32,22 @@ FIDELITY_COLUMNS = ["source", "attribute", "group", "predicted", "n", "metric", 
                     "interval"]
 
 
-def train_attribute_classifiers(train_x: torch.Tensor, train_meta: pd.DataFrame, val_x: torch.Tensor,
+def _rows(images, mask: np.ndarray):
+    """The rows of an image source (tensor, uint8 array, Dataset) that ``mask`` selects."""
+    if mask.all():
+        return images
+    if isinstance(images, torch.Tensor):
+        return images[torch.from_numpy(mask)]
+    if isinstance(images, Dataset):
+        return Subset(images, np.flatnonzero(mask).tolist())
+    return images[np.flatnonzero(mask)]
+
+
+def train_attribute_classifiers(train_x, train_meta: pd.DataFrame, val_x,
                                 val_meta: pd.DataFrame, schema: Schema, attributes: list[str] | None = None,
                                 **classifier_kwargs) -> dict[str, nn.Module]:
-    """One classifier per sensitive attribute, trained on real training images, the epoch chosen on
-    real validation images (:func:`fairdiff.evaluate.classifier.train_classifier`, whose keyword
+    """One classifier per sensitive attribute, trained on real training images (any image source:
+    tensor, uint8 array, Dataset), the epoch chosen on real validation images (:func:`fairdiff.evaluate.classifier.train_classifier`, whose keyword
     arguments pass through: epochs, seed, in_res, arch, device, ...).
 
     Refuses test rows (they are the ceiling's reference) and rows of unknown group are left out."""
@@ -46,15 +58,14 @@ def train_attribute_classifiers(train_x: torch.Tensor, train_meta: pd.DataFrame,
     for attribute in attributes or schema.attribute_names:
         y_train, y_val = group_ids(train_meta, schema, attribute), group_ids(val_meta, schema, attribute)
         known_train, known_val = y_train >= 0, y_val >= 0
-        model, _ = train_classifier(train_x[torch.from_numpy(known_train)], y_train[known_train],
-                                    val_x[torch.from_numpy(known_val)], y_val[known_val],
-                                    len(group_names(schema, attribute)), **classifier_kwargs)
+        model, _ = train_classifier(_rows(train_x, known_train), y_train[known_train], _rows(val_x, known_val),
+                                    y_val[known_val], len(group_names(schema, attribute)), **classifier_kwargs)
         classifiers[attribute] = model
     return classifiers
 
 
-def predict_groups(classifiers: dict[str, nn.Module], images: torch.Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """The predicted group id of every image, per attribute."""
+def predict_groups(classifiers: dict[str, nn.Module], images, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """The predicted group id of every image (any image source), per attribute."""
     return {attribute: predict_proba(model, images, batch_size).argmax(axis=1)
             for attribute, model in classifiers.items()}
 
@@ -97,10 +108,11 @@ def fidelity_table(predictions: dict[str, np.ndarray], meta: pd.DataFrame, schem
     return pd.DataFrame(rows, columns=FIDELITY_COLUMNS)
 
 
-def attribute_fidelity(classifiers: dict[str, nn.Module], images: torch.Tensor, meta: pd.DataFrame, schema: Schema,
+def attribute_fidelity(classifiers: dict[str, nn.Module], images, meta: pd.DataFrame, schema: Schema,
                        source: str, batch_size: int = 256, ci: float = 0.95) -> pd.DataFrame:
-    """Fidelity of one image set (real test images: the ceiling; a method's generated images:
-    labels from their prompts' metadata), see :func:`fidelity_table`."""
+    """Fidelity of one image set: per attribute and group g, 1/n_g sum_{i in g} 1[classifier(x_i) = g],
+    the label g being a real test image's true group (the ceiling) or a generated image's prompted
+    group (from its metadata); see :func:`fidelity_table` for the rows."""
     if len(images) != len(meta):
         raise ValueError(f"{source}: {len(images)} images but {len(meta)} metadata rows")
     return fidelity_table(predict_groups(classifiers, images, batch_size), meta, schema, source, ci)

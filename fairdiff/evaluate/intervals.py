@@ -113,9 +113,13 @@ def combine_jackknife(point: float, sides: Sequence[tuple[float, float, float]],
 
 def two_sample_jackknife(statistic: Callable[[np.ndarray, np.ndarray], float], real: np.ndarray, fake: np.ndarray,
                          n_blocks: int = 20, seed: int = 0) -> Jackknife:
-    """Delete-a-group jackknife of ``statistic(real, fake)`` over both sets (module docstring).
+    """Delete-a-group jackknife of T = ``statistic(real, fake)`` over both sets. Per set of n rows cut
+    into g blocks of m_j rows (h_j = n / m_j) with leave-block-out values T_j:
 
-    Each set is cut into min(n_blocks, n) random blocks; 2 g + 1 evaluations in all (41 at the
+        T_J = g T - sum_j (1 - m_j / n) T_j,   var = (1/g) sum_j (h_j T - (h_j - 1) T_j - T_J)^2 / (h_j - 1);
+
+    the two sets' biases T - T_J and variances add; ``debiased`` = T - bias, ``se`` = sqrt(var), and
+    :meth:`Jackknife.interval` is centre -+ t_df se (Welch-Satterthwaite df). Each set is cut into min(n_blocks, n) random blocks; 2 g + 1 evaluations in all (41 at the
     default, against 100 for the bootstrap it replaces). The generic form: the generation table
     computes the same replicates faster from shared matrices."""
     real, fake = np.asarray(real), np.asarray(fake)

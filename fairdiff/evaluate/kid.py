@@ -54,7 +54,10 @@ def mmd2_of_subsets(k_rr: np.ndarray, k_ff: np.ndarray, k_rf: np.ndarray, rows_r
 
 def kid_from_features(real: ArrayLike, fake: ArrayLike, subset_size: int = 1000, n_subsets: int = 100,
                       seed: int = 0) -> tuple[float, float]:
-    """KID (mean, std over subsets) of two feature sets (formula in the module docstring).
+    """KID (mean, std over subsets) of two feature sets: per subset of m rows x of ``real`` and y of
+    ``fake``, with k(x, y) = (x . y / d + 1)^3,
+
+        MMD^2_u = sum_{i != j} [k(x_i, x_j) + k(y_i, y_j)] / (m (m - 1)) - 2 sum_{i, j} k(x_i, y_j) / m^2.
 
     Subsets of m = min(subset_size, n_real, n_fake) rows of each set, drawn without replacement
     with a seeded numpy generator (torchmetrics draws them with torch's global RNG); std is the

@@ -74,7 +74,8 @@ def memorisation_audit(train: ArrayLike, test: ArrayLike, fake: ArrayLike,
                        fake_groups: dict[object, np.ndarray] | None = None,
                        test_groups: dict[object, np.ndarray] | None = None,
                        quantile: float = 0.01) -> pd.DataFrame:
-    """Likely-copy share per group (formula in the module docstring).
+    """Likely-copy share per group: with d(y) the distance from y to its nearest training image and
+    tau the ``quantile`` of d over the real test images, share = 1/M sum_j 1[d(y_j) < tau].
 
     ``fake_groups`` / ``test_groups`` map a group key to boolean row masks of the generated and
     test sets (omitted: one group ``all``). One row per group: group, n_fake, n_copies, copy_share,

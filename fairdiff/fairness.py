@@ -24,6 +24,7 @@ import copy
 import math
 import warnings
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -72,32 +73,52 @@ def _check_groups(groups: Tensor, n_groups: Sequence[int]) -> None:
 def _flat_index(groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
     """(index into the flat K-vector of groups, mask of known entries), both [B, A]."""
     _check_groups(groups, n_groups)
-    offsets = torch.as_tensor([sl.start for sl in _attribute_slices(n_groups)], device=groups.device)
+    offsets = _offsets(tuple(n_groups)).to(groups.device)
     known = groups >= 0
     return (groups.long() + offsets).clamp(min=0), known
 
 
+@lru_cache(maxsize=16)
+def _offsets(n_groups: tuple[int, ...]) -> Tensor:
+    """Where each attribute starts in the flat K-vector (a cached CPU tensor: never modify it)."""
+    return torch.as_tensor([sl.start for sl in _attribute_slices(n_groups)])
+
+
 def _group_stats(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Per-group (mean loss, count) as flat float64 / int64 K-vectors; the mean is NaN where count is 0.
+    """Per-group (mean loss, count) of S steps at once: losses [S, B], groups [S, B, A] ->
+    float64 / int64 [S, K]; the mean is NaN where count is 0.
 
     Computed on the CPU in float64: a batch is tiny, and GPU scatter-adds sum in a random order,
-    which would make y (and so the whole BO trajectory) irreproducible."""
+    which would make y (and so the whole BO trajectory) irreproducible. CPU ``bincount`` adds in
+    input order, so a step's row is the same bit for bit whether it is computed alone or with others."""
+    if groups.dim() != 3 or losses.shape != groups.shape[:2]:
+        raise ValueError(f"losses: expected shape {tuple(groups.shape[:2])} (one loss per row of groups), "
+                         f"got {tuple(losses.shape)}")
+    n_steps, batch = losses.shape
+    k = sum(n_groups)
+    idx, known = _flat_index(groups.cpu().reshape(n_steps * batch, groups.shape[2]), n_groups)
+    idx = idx + (torch.arange(n_steps * batch) // max(batch, 1) * k)[:, None]  # step s owns bins s*K..s*K+K-1
+    values = losses.detach().to("cpu", torch.float64).reshape(-1, 1).expand(idx.shape)
+    sums = torch.bincount(idx[known], weights=values[known], minlength=n_steps * k)
+    counts = torch.bincount(idx[known], minlength=n_steps * k)
+    return (sums / counts).reshape(n_steps, k), counts.reshape(n_steps, k)  # 0 / 0 = NaN: absent group
+
+
+def _one_step(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """One batch (losses [B], groups [B, A]) as a step of :func:`_group_stats`, after checking shapes."""
+    if groups.dim() != 2 or groups.shape[1] != len(n_groups):
+        _check_groups(groups, n_groups)  # raises the shape message
     if losses.dim() != 1 or losses.shape[0] != groups.shape[0]:
         raise ValueError(f"losses: expected shape [{groups.shape[0]}] (one loss per row of groups), "
                          f"got {tuple(losses.shape)}")
-    idx, known = _flat_index(groups.cpu(), n_groups)
-    values = losses.detach().to("cpu", torch.float64)[:, None].expand(idx.shape)
-    k = sum(n_groups)
-    sums = torch.bincount(idx[known], weights=values[known], minlength=k)
-    counts = torch.bincount(idx[known], minlength=k)
-    return sums / counts, counts  # 0 / 0 = NaN marks an absent group
+    return losses[None], groups[None]
 
 
 def group_means(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> list[Tensor]:
     """Mean loss of every group, one float64 CPU tensor per attribute, NaN for groups absent from the
     batch (for logging per-group losses). Unknown (-1) entries are left out of their attribute."""
-    means, _ = _group_stats(losses, groups, n_groups)
-    return list(means.split(list(n_groups)))
+    means, _ = _group_stats(*_one_step(losses, groups, n_groups), n_groups)
+    return list(means[0].split(list(n_groups)))
 
 
 def group_gap(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> float:
@@ -107,15 +128,32 @@ def group_gap(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> float:
     0, so the result is never NaN because of missing groups and an empty batch gives 0.0 (the
     paper's code zeroed the whole attribute when one group was missing and crashed when all were).
     Non-finite losses do propagate: a diverged step must not look fair."""
-    return _gap(*_group_stats(losses, groups, n_groups), n_groups)
+    return float(_gaps(*_group_stats(*_one_step(losses, groups, n_groups), n_groups), n_groups)[0])
 
 
-def _gap(means: Tensor, counts: Tensor, n_groups: Sequence[int]) -> float:
-    gap = 0.0
-    for m, c in zip(means.split(list(n_groups)), counts.split(list(n_groups))):
-        present = m[c > 0]
-        if present.numel() >= 2:
-            gap += float(present.max() - present.min())
+def step_group_stats(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Per-group mean losses (float64 [S, K], NaN for absent groups) and group gaps (float64 [S])
+    of S steps at once, from their losses [S, B] and groups [S, B, A]: the trainer keeps each
+    step's gathered batch and builds its log rows in bulk. Row s equals :func:`group_means` and
+    :func:`group_gap` of step s alone, bit for bit."""
+    if losses.dim() != 2:
+        raise ValueError(f"losses: expected shape [S, B] (S steps of B losses), got {tuple(losses.shape)}")
+    if groups.dim() != 3:
+        raise ValueError(f"groups: expected shape [S, B, {len(n_groups)}] (S steps of B rows, one column "
+                         f"per attribute), got {tuple(groups.shape)}")
+    means, counts = _group_stats(losses, groups, n_groups)
+    return means, _gaps(means, counts, n_groups)
+
+
+def _gaps(means: Tensor, counts: Tensor, n_groups: Sequence[int]) -> Tensor:
+    """Sum over attributes of (max - min) over present groups, per row of [S, K]: float64 [S].
+    The attributes are added in order to a start of 0.0, as a loop over Python floats would."""
+    gap = torch.zeros(means.shape[0], dtype=torch.float64)
+    for m, c in zip(means.split(list(n_groups), dim=1), counts.split(list(n_groups), dim=1)):
+        present = c > 0
+        high = torch.where(present, m, -math.inf).amax(dim=1)
+        low = torch.where(present, m, math.inf).amin(dim=1)
+        gap = gap + torch.where(present.sum(dim=1) >= 2, high - low, 0.0)
     return gap
 
 
@@ -173,21 +211,48 @@ def _gaussian_process(x: Tensor, y: Tensor) -> SingleTaskGP:
 
 
 def propose_sigma(x: Tensor, y: Tensor, beta: float = 0.1, num_restarts: int = 5,
-                  raw_samples: int = 20) -> tuple[Tensor, float]:
+                  raw_samples: int = 20, init: dict[str, Tensor] | None = None) -> tuple[Tensor, float]:
     """Fit the GP to (scales used, objective) pairs and return the Upper-Confidence-Bound maximiser
     in [0, 1]^K with its acquisition value. ``x``: [n, K], ``y``: [n, 1]; both are moved to float64
-    on the CPU. Uses the global torch RNG: callers seed it (FairBayesianPerturbation does).
-    Runs single-threaded (see :func:`_one_thread`)."""
+    on the CPU. ``init``: hyperparameters to start the fit from (see :func:`gp_hyperparameters`;
+    None: gpytorch's initial values, the authors' setting). Uses the global torch RNG: callers
+    seed it (FairBayesianPerturbation does). Runs single-threaded (see :func:`_one_thread`)."""
+    candidate, value, _ = _fit_and_maximise(x, y, beta, num_restarts, raw_samples, init)
+    return candidate, value
+
+
+def _fit_and_maximise(x: Tensor, y: Tensor, beta: float, num_restarts: int, raw_samples: int,
+                      init: dict[str, Tensor] | None) -> tuple[Tensor, float, dict[str, Tensor]]:
+    """:func:`propose_sigma`, also returning the fitted hyperparameters (for the next warm start)."""
     x = x.detach().to("cpu", torch.float64)
     y = y.detach().to("cpu", torch.float64)
     k = x.shape[-1]
     bounds = torch.stack([torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64)])
     with _one_thread():
         gp = _gaussian_process(x, y)
+        if init is not None:
+            _set_hyperparameters(gp, init)
         fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
         candidate, value = optimize_acqf(UpperConfidenceBound(gp, beta=beta), bounds=bounds, q=1,
                                          num_restarts=num_restarts, raw_samples=raw_samples)
-    return candidate.reshape(k).clamp(0, 1), float(value)
+    return candidate.reshape(k).clamp(0, 1), float(value), gp_hyperparameters(gp)
+
+
+def gp_hyperparameters(gp: SingleTaskGP) -> dict[str, Tensor]:
+    """The GP's trainable parameters (raw, i.e. before their constraints' transforms) by name."""
+    return {name: p.detach().clone() for name, p in gp.named_parameters()}
+
+
+def _set_hyperparameters(gp: SingleTaskGP, values: dict[str, Tensor]) -> None:
+    """Start a fit from earlier hyperparameters; they must be this GP's names and shapes."""
+    params = dict(gp.named_parameters())
+    expected = {n: tuple(p.shape) for n, p in params.items()}
+    got = {n: tuple(torch.as_tensor(v).shape) for n, v in values.items()}
+    if got != expected:
+        raise ValueError(f"GP hyperparameters: expected {expected} (name: shape), got {got}")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(values[name])
 
 
 # ------------------------------------------------------------------------------ the method
@@ -206,6 +271,12 @@ class FairBayesianPerturbation:
     ``max(w, 0)`` renormalised to mean 1 over the batch; at sigma = 1 with three attributes the
     unclamped weights are negative 28 % of the time.
 
+    ``num_restarts`` and ``raw_samples`` are the UCB maximisation's (``optimize_acqf``; the
+    authors': 5 and 20). ``warm_start=True`` starts each GP fit from the hyperparameters of the
+    previous one instead of gpytorch's initial values (the authors' setting, ``warm_start=False``):
+    the fit then needs fewer iterations; see benchmarks/results/bo_warm_start.md for how much
+    time it saves and how far the chosen sigma moves.
+
     Distributed training: only rank 0 calls :meth:`update` (with losses and groups gathered from
     every rank) and then every rank assigns the broadcast tensor to :attr:`sigma`. Each rank draws
     its own noise e from the key (seed, rank, call), so ranks differ but are reproducible.
@@ -213,7 +284,7 @@ class FairBayesianPerturbation:
 
     def __init__(self, n_groups: Sequence[int], window: int = 30, exploitation: float = 0.95,
                  beta: float = 0.1, clamp: bool = False, seed: int = 0, bo: bool = True,
-                 num_restarts: int = 5, raw_samples: int = 20, rank: int = 0):
+                 num_restarts: int = 5, raw_samples: int = 20, rank: int = 0, warm_start: bool = False):
         self.n_groups = [int(n) for n in n_groups]
         if not self.n_groups or min(self.n_groups) < 1:
             raise ValueError(f"n_groups: expected a non-empty list of positive group counts, got {list(n_groups)}")
@@ -223,9 +294,12 @@ class FairBayesianPerturbation:
             raise ValueError(f"exploitation: expected a rate in [0, 1], got {exploitation}")
         if seed < 0 or rank < 0:
             raise ValueError(f"seed and rank must be non-negative integers, got seed={seed}, rank={rank}")
+        if num_restarts < 1 or raw_samples < 1:
+            raise ValueError(f"num_restarts and raw_samples: expected positive integers, got "
+                             f"num_restarts={num_restarts}, raw_samples={raw_samples}")
         self.window, self.exploitation, self.beta = int(window), float(exploitation), float(beta)
         self.clamp, self.seed, self.bo, self.rank = bool(clamp), int(seed), bool(bo), int(rank)
-        self.num_restarts, self.raw_samples = int(num_restarts), int(raw_samples)
+        self.num_restarts, self.raw_samples, self.warm_start = int(num_restarts), int(raw_samples), bool(warm_start)
         self.k = sum(self.n_groups)
         self._sigma = torch.ones(self.k, dtype=torch.float64)
         self._buffer_x: list[Tensor] = []
@@ -233,6 +307,7 @@ class FairBayesianPerturbation:
         self._step = 0   # calls of update(): the global optimisation step
         self._draws = 0  # calls of weights() on this rank
         self.history: list[dict] = []
+        self._gp_init: dict[str, Tensor] = {}  # the last fit's hyperparameters (warm_start only)
 
     # -- the scales -------------------------------------------------------------------------
     @property
@@ -272,8 +347,9 @@ class FairBayesianPerturbation:
         ``step`` (1-based), ``y`` (= -group_gap), ``sigma_used``, ``group_means`` (per attribute,
         NaN for absent groups), ``sigma_next`` and ``bo`` (None, or the BO event, see
         :meth:`_bo_step`)."""
-        means, counts = _group_stats(losses, groups, self.n_groups)
-        gap = _gap(means, counts, self.n_groups)
+        means, counts = _group_stats(*_one_step(losses, groups, self.n_groups), self.n_groups)
+        gap = float(_gaps(means, counts, self.n_groups)[0])
+        means = means[0]
         y = -gap if gap else 0.0  # no "-0.0" in logs
         self._step += 1
         record = {"step": self._step, "y": y, "sigma_used": self._sigma.tolist(),
@@ -311,36 +387,60 @@ class FairBayesianPerturbation:
                 warnings.simplefilter("always")
                 torch.manual_seed(_seed(self.seed, _BO, self._step))
                 try:
-                    candidate, value = propose_sigma(x, y[:, None], self.beta, self.num_restarts, self.raw_samples)
+                    candidate, value, fitted = _fit_and_maximise(x, y[:, None], self.beta, self.num_restarts,
+                                                                 self.raw_samples, self._gp_init or None)
                 except (ModelFittingError, NotPSDError, NanError) as exc:
                     event["skipped"] = f"GP fit failed: {type(exc).__name__}: {exc}"
                 else:
                     self._sigma = candidate
+                    if self.warm_start:
+                        self._gp_init = fitted
                     event["candidate"], event["acq_value"] = candidate.tolist(), value
             event["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
         self.history.append(event)
         return event
 
     # -- checkpointing ------------------------------------------------------------------------
+    def settings(self) -> dict:
+        """The constructor arguments, which fix the object's future as much as its state does."""
+        return {"n_groups": list(self.n_groups), "window": self.window, "exploitation": self.exploitation,
+                "beta": self.beta, "clamp": self.clamp, "seed": self.seed, "bo": self.bo, "rank": self.rank,
+                "num_restarts": self.num_restarts, "raw_samples": self.raw_samples, "warm_start": self.warm_start}
+
     def state_dict(self) -> dict:
-        """Everything a resumed run needs, as plain tensors, numbers, strings and lists
-        (``torch.save``-able and loadable with ``weights_only=True``)."""
-        return {"n_groups": list(self.n_groups), "sigma": self._sigma.clone(),
+        """Everything the object's future depends on: its :meth:`settings` (seed included), sigma,
+        the BO buffer, the counters, the BO history and the warm-start hyperparameters, as plain
+        tensors, numbers, strings and lists (``torch.save``-able, loadable with ``weights_only=True``)."""
+        return {"settings": self.settings(), "sigma": self._sigma.clone(),
                 "buffer_x": torch.stack(self._buffer_x) if self._buffer_x else torch.zeros(0, self.k, dtype=torch.float64),
                 "buffer_y": torch.tensor(self._buffer_y, dtype=torch.float64),
-                "step": self._step, "draws": self._draws, "history": copy.deepcopy(self.history)}
+                "step": self._step, "draws": self._draws, "history": copy.deepcopy(self.history),
+                "gp_init": {name: v.clone() for name, v in self._gp_init.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s output; the run then continues exactly as if never stopped
-        (on every rank: each rank re-derives its own noise from the restored counters)."""
-        if list(state["n_groups"]) != self.n_groups:
-            raise ValueError(f"state_dict: saved for n_groups={list(state['n_groups'])}, "
-                             f"this object has n_groups={self.n_groups}")
+        (on every rank: each rank re-derives its own noise from the restored counters).
+
+        The saved settings must equal this object's: a state saved with another seed, window, rank,
+        ... raises ValueError naming every difference, and nothing is loaded. It is never adopted,
+        because the object would then silently run with settings other than it was built with
+        (the trainer builds it from the run's config: a mismatch means the wrong config)."""
+        saved = state.get("settings")
+        if saved is None:
+            raise ValueError("state_dict: no 'settings' entry (saved by an older fairdiff, which did not record "
+                             "the seed and settings); it cannot be checked, so it is not loaded")
+        mine = self.settings()
+        differ = [f"{key}: saved {saved.get(key, '<missing>')!r}, this object {value!r}"
+                  for key, value in mine.items() if saved.get(key) != value]
+        if differ:
+            raise ValueError("state_dict: saved with other settings than this object was built with; build it "
+                             "with the saved ones to continue that run. " + "; ".join(differ))
         self.sigma = state["sigma"]
         self._buffer_x = [row.to(torch.float64).clone() for row in state["buffer_x"]]
         self._buffer_y = [float(v) for v in state["buffer_y"]]
         self._step, self._draws = int(state["step"]), int(state["draws"])
         self.history = copy.deepcopy(list(state["history"]))
+        self._gp_init = {name: torch.as_tensor(v).to(torch.float64).clone() for name, v in state["gp_init"].items()}
 
 
 # ------------------------------------------------------------------------------ baselines

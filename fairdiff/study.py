@@ -39,7 +39,7 @@ import hashlib
 import itertools
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +127,12 @@ def bootstrap_t_test(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b
 # ----------------------------------------------------------------------------- settings and folders
 @dataclass(frozen=True)
 class Planted:
-    """The planted group: an attribute and one of its groups, as the evaluation tables name them."""
+    """The planted group: an attribute and one of its groups, as the evaluation tables name them
+    (``groups``: all of the attribute's groups)."""
 
     attribute: str
     group: str
+    groups: tuple[str, ...] = field(default=(), compare=False)
 
 
 def study_root(cfg: dict, root: str | Path | None = None) -> Path:
@@ -149,7 +151,7 @@ def planted_group(cfg: dict, schema) -> Planted:
     if p["group"] not in groups:
         raise ConfigError(f"study.planted.group: {p['group']!r} is not a group of {p['attribute']}; expected one of "
                           f"{', '.join(groups)}")
-    return Planted(p["attribute"], p["group"])
+    return Planted(p["attribute"], p["group"], tuple(groups))
 
 
 def _check_fixed_data(cfg: dict) -> None:
@@ -180,32 +182,43 @@ def _first_classifier(sem: pd.DataFrame) -> pd.DataFrame:
     return sem[sem["classifier"] == sem["classifier"].iloc[0]] if "classifier" in sem and len(sem) else sem
 
 
-def _group_rows(gen: pd.DataFrame, method: str, attribute: str, metric: str) -> pd.DataFrame:
-    """One row per group of ``attribute`` for ``metric`` (size-matched rows, where the table has
-    them, are reported separately)."""
-    from fairdiff.evaluate.features import ES_GROUP
+GROUP_METRICS = ("fid", "fid_debiased", "kid", "fid_matched", "kid_matched")  # per-group rows the study reads
+# (metric of the study, per-group metric it is made from, how, label, lower is better); rows whose
+# per-group metric the evaluation table lacks are left out (KID and size-matched FID are newer).
+GAP_METRICS = (("fid_gap", "fid", "gap", "FID gap"), ("worst_fid", "fid", "worst", "worst-group FID"),
+               ("planted_fid", "fid", "planted", "FID of the planted group"),
+               ("kid_gap", "kid", "gap", "KID gap"), ("worst_kid", "kid", "worst", "worst-group KID"),
+               ("fid_matched_gap", "fid_matched", "gap", "size-matched FID gap"))
 
-    rows = gen[(gen["method"] == method) & (gen["attribute"] == attribute) & (gen["metric"] == metric)
-               & (gen["group"] != ES_GROUP)]
-    if "size_matched" in rows:
-        rows = rows[~rows["size_matched"].astype(bool)]
-    return rows
+
+def _group_rows(gen: pd.DataFrame, method: str, planted: Planted, metric: str) -> pd.DataFrame:
+    """One row per real group of the planted attribute for ``metric`` (summary rows such as the
+    equity-scaled, max - min or size-matched "all" rows are not groups)."""
+    return gen[(gen["method"] == method) & (gen["attribute"] == planted.attribute) & (gen["metric"] == metric)
+               & gen["group"].isin(planted.groups)]
 
 
 def metric_specs(cfg: dict, schema, gen: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The metrics the study reports: name, label, lower_is_better, family (generation or classifier)."""
+    """The metrics the study reports: name, label, lower_is_better, family (generation or
+    classifier). The first-listed classifier task and the planted attribute are the ones read."""
     p = planted_group(cfg, schema)
     task = schema.classifier_tasks[0]
-    rows = [("fid", "overall FID", True, "generation"),
-            ("fid_gap", f"FID gap ({p.attribute})", True, "generation"),
-            ("es_fid", f"ES-FID ({p.attribute})", True, "generation"),
-            ("worst_fid", f"worst-group FID ({p.attribute})", True, "generation"),
-            ("planted_fid", f"FID of {p.group}", True, "generation")]
-    if gen is not None and (gen["metric"] == "kid").any():
-        rows += [("kid_gap", f"KID gap ({p.attribute})", True, "generation"),
-                 ("worst_kid", f"worst-group KID ({p.attribute})", True, "generation")]
+    present = set(gen["metric"]) if gen is not None else {"fid"}
+    rows = [("fid", "overall FID", True, "generation")]
+    rows += [(name, f"{label} ({p.attribute})" if how != "planted" else f"FID of {p.group}", True, "generation")
+             for name, source, how, label in GAP_METRICS if source in present]
+    rows.insert(2, ("es_fid", f"ES-FID ({p.attribute})", True, "generation"))
     rows += [("auc", f"{task} AUC", False, "classifier"), ("es_auc", f"{task} ES-AUC ({p.attribute})", False, "classifier")]
     return pd.DataFrame(rows, columns=["metric", "label", "lower_is_better", "family"])
+
+
+def _gap_values(gen: pd.DataFrame, method: str, planted: Planted) -> dict:
+    values = {}
+    for name, source, how, _ in GAP_METRICS:
+        v = _group_rows(gen, method, planted, source).set_index("group")["value"].dropna()
+        if len(v):
+            values[name] = {"gap": v.max() - v.min(), "worst": v.max(), "planted": v.get(planted.group, np.nan)}[how]
+    return values
 
 
 def seed_metrics(tables: dict, cfg: dict, schema, methods) -> pd.DataFrame:
@@ -217,14 +230,9 @@ def seed_metrics(tables: dict, cfg: dict, schema, methods) -> pd.DataFrame:
     rows = []
     for method in methods:
         overall = gen[(gen["method"] == method) & (gen["attribute"] == "all") & (gen["metric"] == "fid")]
-        fids = _group_rows(gen, method, p.attribute, "fid").set_index("group")["value"]
-        values = {"fid": overall["value"].iloc[0], "fid_gap": fids.max() - fids.min(), "worst_fid": fids.max(),
-                  "planted_fid": fids.get(p.group, np.nan)}
+        values = {"fid": overall["value"].iloc[0], **_gap_values(gen, method, p)}
         e = es[(es["method"] == method) & (es["metric"] == "es_fid") & (es["attribute"] == p.attribute)]
         values["es_fid"] = e["value"].iloc[0] if len(e) else np.nan
-        kids = _group_rows(gen, method, p.attribute, "kid")
-        if len(kids):
-            values["kid_gap"], values["worst_kid"] = kids["value"].max() - kids["value"].min(), kids["value"].max()
         s = sem[(sem["source"] == method) & (sem["task"] == task)]
         auc = s[(s["attribute"] == "all") & (s["metric"] == "auc")]
         es_auc = s[(s["attribute"] == p.attribute) & (s["metric"] == "es_auc")]
@@ -235,14 +243,11 @@ def seed_metrics(tables: dict, cfg: dict, schema, methods) -> pd.DataFrame:
 
 
 def planted_rows(gen: pd.DataFrame, planted: Planted, method: str = "baseline") -> pd.DataFrame:
-    """Every group of the planted attribute for ``method``: FID (and KID, size-matched rows where
-    present) with intervals and group sizes, the planted group flagged."""
-    from fairdiff.evaluate.features import ES_GROUP
-
-    rows = gen[(gen["method"] == method) & (gen["attribute"] == planted.attribute) & (gen["group"] != ES_GROUP)
-               & gen["metric"].isin(["fid", "kid"])]
-    keep = [c for c in ("metric", "group", "n_real", "n_fake", "value", "boot_lo", "boot_hi", "size_matched")
-            if c in rows]
+    """Every group of the planted attribute for ``method``: FID, and where the table has them
+    debiased and size-matched FID and KID, with intervals and group sizes; the planted group flagged."""
+    rows = gen[(gen["method"] == method) & (gen["attribute"] == planted.attribute)
+               & gen["group"].isin(planted.groups) & gen["metric"].isin(GROUP_METRICS)]
+    keep = [c for c in ("metric", "group", "n_real", "n_fake", "value", "boot_lo", "boot_hi") if c in rows]
     return rows[keep].assign(planted=rows["group"] == planted.group).reset_index(drop=True)
 
 
@@ -314,8 +319,7 @@ def planted_summary(planted: pd.DataFrame) -> pd.DataFrame:
     """Per metric (FID, KID): the planted group's value minus the largest other group's, per seed,
     and whether its interval lies above every other group's."""
     rows = []
-    part = planted[~planted["size_matched"].astype(bool)] if "size_matched" in planted else planted
-    for (metric, seed), g in part.groupby(["metric", "seed"], sort=False):
+    for (metric, seed), g in planted.groupby(["metric", "seed"], sort=False):
         mine, others = g[g["planted"]], g[~g["planted"]]
         if mine.empty or others.empty:
             continue
@@ -346,6 +350,12 @@ class StudyResult:
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def shown(path: Path) -> str:
+    """A path as the reader should see it: relative to the work folder when inside it."""
+    path = Path(path)
+    return str(path.relative_to(WORK_ROOT)) if path.is_relative_to(WORK_ROOT) else str(path)
 
 
 def _timed(times: list, seed: int, method: str, stage: str, fn):
@@ -417,7 +427,7 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
                                                                              pd.DataFrame(times)), specs)
     write_results(result)
     _say(f"study {cfg['profile']}: {len(seeds)} seeds x {len(methods)} methods in "
-         f"{(time.perf_counter() - t_all) / 60:.1f} min; results in {folder}")
+         f"{(time.perf_counter() - t_all) / 60:.1f} min; results in {shown(folder)}")
     return result
 
 
@@ -495,11 +505,13 @@ def run_sweep(profile: str = "study", dataset: str | None = None, sets=(), root:
             if cell.layout.root != main.layout.root:
                 _share_seed_work(main, cell)
             gen = pd.concat([base_gen, stages.generation_table(cell, "fairbo")], ignore_index=True)
-            for metric in ("fid", "kid"):
-                gaps = {m: _group_rows(gen, m, planted.attribute, metric)["value"] for m in ("baseline", "fairbo")}
-                if len(gaps["fairbo"]) == 0:
+            for metric in ("fid", "kid", "fid_matched"):
+                gaps = {m: _group_rows(gen, m, planted, metric)["value"].dropna() for m in ("baseline", "fairbo")}
+                if len(gaps["fairbo"]) == 0 or len(gaps["baseline"]) == 0:
                     continue
-                overall = gen[(gen["attribute"] == "all") & (gen["metric"] == metric)].set_index("method")["value"]
+                base_metric = metric.replace("_matched", "")
+                overall = gen[(gen["attribute"] == "all") & (gen["group"] == "all")
+                              & (gen["metric"] == base_metric)].set_index("method")["value"]
                 rows.append({"window": w, "exploitation": r, "seed": seed, "metric": metric,
                              "gap_baseline": gaps["baseline"].max() - gaps["baseline"].min(),
                              "gap_fairbo": gaps["fairbo"].max() - gaps["fairbo"].min(),
@@ -574,7 +586,7 @@ def readme_table(result: StudyResult) -> str:
     n = int(result.per_seed["seed"].nunique())
     note = (f"Mean over {n} seeds [95 % t interval]; differences are paired by seed; p: exact sign-flip test over "
             f"seeds, Holm-adjusted across the {len(rows)} metrics of each method (smallest possible p with {n} seeds: "
-            f"{2 / 2 ** n:.3g}). From `{result.folder.relative_to(WORK_ROOT) if result.folder.is_relative_to(WORK_ROOT) else result.folder}`.")
+            f"{2 / 2 ** n:.3g}). From `{shown(result.folder)}`.")
     return markdown_table(pd.DataFrame(rows)) + "\n\n" + note + "\n"
 
 
@@ -760,5 +772,5 @@ def run_notebook(profile: str = "study", dataset: str | None = None, sets=(), sw
     out = WORK_ROOT / "reports" / cfg["profile"] / "study"
     params = {"profile": profile, "dataset": dataset, "sets": list(sets), "sweep": sweep}
     _, ran = execute("06_study", params, out, upstream)
-    _say(f"notebook 06_study: {'executed' if ran else 'unchanged, not re-executed'}: {out / '06_study.html'}")
+    _say(f"notebook 06_study: {'executed' if ran else 'unchanged, not re-executed'}: {shown(out / '06_study.html')}")
     return out

@@ -58,7 +58,7 @@ cfg, planted = result.cfg, result.planted
 figs = FigureWriter(cfg["profile"], cfg["dataset"], root=study.FIGURES)
 seeds, methods = sorted(result.per_seed["seed"].unique()), list(dict.fromkeys(result.per_seed["method"]))
 print(f"profile {cfg['profile']}: {len(methods)} methods x {len(seeds)} seeds; planted group "
-      f"{planted.attribute}={planted.group}; results in {result.folder}")
+      f"{planted.attribute}={planted.group}; results in {study.shown(result.folder)}")
 
 # %% [markdown]
 # ## The planted disparity
@@ -87,11 +87,16 @@ counts
 from fairdiff.imagesets import generated_uint8, real_uint8
 
 test = records[records["split"] == "test"].sort_values("id")
-shown = pd.concat([test[test[planted.attribute] == g].head(6) for g in names])
-manifest = stages.sampled(ctx0, "baseline", "test").set_index("id").loc[shown["id"]].reset_index()
-grid = list(real_uint8(shown, ctx0.schema, cfg["data"]["resolution"])) + list(generated_uint8(manifest))
+manifest = stages.sampled(ctx0, "baseline", "test").set_index("id")
+real_rows, fake_rows = [], []
+for g in names:  # six images per group, blanks where a group has fewer
+    shown = test[test[planted.attribute] == g].head(6)
+    pad = [None] * (6 - len(shown))
+    real_rows += list(real_uint8(shown, ctx0.schema, cfg["data"]["resolution"])) + pad
+    fake_rows += list(generated_uint8(manifest.loc[shown["id"]].reset_index())) + pad
 labels = [f"real {names[g]}" for g in names] + [f"baseline {names[g]}" for g in names]
-figs.figure(image_grid(grid, labels, ncols=6, title=f"{planted.attribute} groups: real (top) and baseline (bottom)"),
+figs.figure(image_grid(real_rows + fake_rows, labels, ncols=6,
+                       title=f"{planted.attribute} groups: real (top) and baseline (bottom), seed {seeds[0]}"),
             "06_groups_real_and_baseline")
 
 # %% [markdown]

@@ -15,7 +15,7 @@ import torch
 import fairdiff  # noqa: F401  (sets cache locations before torch/botorch read them)
 from fairdiff import fairness
 from fairdiff.fairness import (FairBayesianPerturbation, balanced_sampling_weights, group_gap, group_means,
-                               propose_sigma, reweight_weights)
+                               propose_sigma, reweight_weights, step_group_stats)
 
 FAIRGENMED_GROUPS = [3, 2, 2]  # race, gender, ethnicity: K = 7
 
@@ -84,6 +84,50 @@ def test_group_gap_matches_a_plain_python_loop():
         means = [losses[groups[:, a] == g].mean().item() for g in range(n) if (groups[:, a] == g).any()]
         expected += max(means) - min(means) if len(means) >= 2 else 0.0
     assert group_gap(losses, groups, FAIRGENMED_GROUPS) == pytest.approx(expected, rel=1e-12)
+
+
+def _stats_one_step_as_before(losses, groups, n_groups):
+    """The per-step computation the trainer ran for every metrics row before rows were built in
+    bulk, kept here as the reference: bincount in float64, then a Python loop over attributes."""
+    offsets = torch.tensor([sum(n_groups[:a]) for a in range(len(n_groups))])
+    known = groups >= 0
+    idx = (groups + offsets).clamp(min=0)
+    values = losses.to(torch.float64)[:, None].expand(idx.shape)
+    k = sum(n_groups)
+    counts = torch.bincount(idx[known], minlength=k)
+    means = torch.bincount(idx[known], weights=values[known], minlength=k) / counts
+    gap = 0.0
+    for m, c in zip(means.split(n_groups), counts.split(n_groups)):
+        present = m[c > 0]
+        if present.numel() >= 2:
+            gap += float(present.max() - present.min())
+    return means, gap
+
+
+def test_step_group_stats_equal_each_step_computed_alone_bit_for_bit():
+    # 30 steps of 6 float32 losses (as the trainer gathers them): groups are often absent or
+    # unknown, and two steps hold a NaN or an infinite loss
+    gen = torch.Generator().manual_seed(4)
+    groups = torch.stack([torch.randint(-1, n, (30, 6), generator=gen) for n in FAIRGENMED_GROUPS], dim=2)
+    losses = torch.rand(30, 6, generator=gen)
+    losses[3, 2], losses[7, 0] = math.nan, math.inf
+    means, gaps = step_group_stats(losses, groups, FAIRGENMED_GROUPS)
+    assert means.shape == (30, 7) and gaps.shape == (30,)
+    for s in range(30):
+        expected_means, expected_gap = _stats_one_step_as_before(losses[s], groups[s], FAIRGENMED_GROUPS)
+        torch.testing.assert_close(means[s], expected_means, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(gaps[s], torch.tensor(expected_gap, dtype=torch.float64), rtol=0, atol=0,
+                                   equal_nan=True)
+        same_gap = group_gap(losses[s], groups[s], FAIRGENMED_GROUPS)
+        assert same_gap == expected_gap or (math.isnan(same_gap) and math.isnan(expected_gap))
+    assert math.isnan(gaps[3]) and math.isinf(gaps[7])  # the non-finite cases were exercised
+
+
+def test_step_group_stats_reject_unbatched_input():
+    with pytest.raises(ValueError, match="S steps"):
+        step_group_stats(torch.zeros(4), t([[0, 0]] * 4), [3, 2])
+    with pytest.raises(ValueError, match="shape"):
+        step_group_stats(torch.zeros(1, 4), t([[0, 0]] * 4), [3, 2])
 
 
 @pytest.mark.parametrize("groups, message", [
@@ -294,6 +338,95 @@ def test_load_state_dict_rejects_other_group_layouts():
     state = FairBayesianPerturbation([2, 2]).state_dict()
     with pytest.raises(ValueError, match="n_groups"):
         FairBayesianPerturbation([3, 2, 2]).load_state_dict(state)
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("seed", 1), ("window", 6), ("exploitation", 0.9), ("beta", 0.2), ("clamp", True), ("bo", False),
+    ("rank", 1), ("num_restarts", 3), ("raw_samples", 10), ("warm_start", True)])
+def test_state_saved_with_other_settings_is_refused_and_nothing_is_loaded(setting, value):
+    saved = FairBayesianPerturbation(**PLANTED)
+    run_planted(saved, 3)  # no BO event yet: cheap
+    other = FairBayesianPerturbation(**{**PLANTED, setting: value})
+    with pytest.raises(ValueError, match=f"{setting}: saved {PLANTED.get(setting, saved.settings()[setting])!r}, "
+                                         f"this object {value!r}"):
+        other.load_state_dict(saved.state_dict())
+    assert other.step == 0 and torch.equal(other.sigma, torch.ones(4, dtype=torch.float64))
+
+
+def test_state_without_settings_is_refused():
+    state = FairBayesianPerturbation(**PLANTED).state_dict()
+    del state["settings"]
+    with pytest.raises(ValueError, match="older fairdiff"):
+        FairBayesianPerturbation(**PLANTED).load_state_dict(state)
+
+
+def test_bad_bo_settings_are_rejected():
+    with pytest.raises(ValueError, match="num_restarts=0"):
+        FairBayesianPerturbation([2, 2], num_restarts=0)
+    with pytest.raises(ValueError, match="raw_samples=0"):
+        FairBayesianPerturbation([2, 2], raw_samples=0)
+
+
+WARM = {**PLANTED, "warm_start": True}
+
+
+@lru_cache(maxsize=None)
+def warm_runs() -> dict:
+    """With warm starts: four windows straight, and the same stopped after 12 steps (two fits
+    done, so the next fit starts from the saved hyperparameters), saved, loaded into a new object
+    and continued. Every fit records the hyperparameters it started from."""
+    starts = []
+    real = fairness._fit_and_maximise
+
+    def spy(x, y, beta, num_restarts, raw_samples, init):
+        out = real(x, y, beta, num_restarts, raw_samples, init)
+        starts.append((init, out[2]))
+        return out
+    fairness._fit_and_maximise = spy
+    try:
+        straight = FairBayesianPerturbation(**WARM)
+        records = run_planted(straight, 20)
+        straight_starts = list(starts)
+        first = FairBayesianPerturbation(**WARM)
+        before = run_planted(first, 12)
+        buffer = io.BytesIO()
+        torch.save(first.state_dict(), buffer)
+        buffer.seek(0)
+        resumed = FairBayesianPerturbation(**WARM)
+        resumed.load_state_dict(torch.load(buffer, weights_only=True))
+        after = run_planted(resumed, 8)
+    finally:
+        fairness._fit_and_maximise = real
+    return {"records": records, "history": straight.history, "starts": straight_starts,
+            "resumed": before + after, "resumed_history": resumed.history}
+
+
+def test_warm_start_fits_start_from_the_previous_fit():
+    starts = warm_runs()["starts"]
+    assert len(starts) == 4 and starts[0][0] is None  # the first fit of a run starts cold
+    for (_, fitted), (init, _) in zip(starts, starts[1:]):
+        assert init.keys() == fitted.keys() and all(torch.equal(init[k], fitted[k]) for k in init)
+
+
+def test_warm_start_resume_continues_exactly():
+    runs = warm_runs()
+    assert runs["resumed"] == runs["records"] and runs["resumed_history"] == runs["history"]
+    candidates = [e["candidate"] for e in runs["history"]]
+    assert all(c is not None for c in candidates)
+
+
+def test_cold_start_is_the_default_and_passes_no_initial_values(monkeypatch):
+    inits = []
+    real = fairness._fit_and_maximise
+    monkeypatch.setattr(fairness, "_fit_and_maximise", lambda *a: inits.append(a[-1]) or real(*a))
+    run_planted(FairBayesianPerturbation(**PLANTED), 10)
+    assert inits == [None, None]
+
+
+def test_initial_hyperparameters_of_another_model_are_refused():
+    x = torch.rand(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="GP hyperparameters: expected"):
+        propose_sigma(x, -x.sum(1, keepdim=True), init={"raw_noise": torch.zeros(1)})
 
 
 def test_bo_leaves_the_global_rng_alone():

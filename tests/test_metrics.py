@@ -15,8 +15,9 @@ from torch import nn
 import fairdiff  # noqa: F401  (sets cache variables before torchmetrics is imported)
 from fairdiff.errors import DataError
 from fairdiff.evaluate import metrics as M
-from fairdiff.evaluate.features import (ES_GROUP, DomainEncoder, InceptionExtractor, equity_table, extract, generation_metrics,
-                                        train_domain_encoder)
+from fairdiff.evaluate.features import (ES_GROUP, GAP_GROUP, MATCHED_ALL, DomainEncoder, InceptionExtractor,
+                                        equity_table, extract, generation_metrics, train_domain_encoder)
+from fairdiff.evaluate.memorisation import calibrated_mifid_eps
 from fairdiff.evaluate.groups import group_masks, reported_groupings
 from fairdiff.schema import FAIRGENMED, HAM10000
 
@@ -241,6 +242,7 @@ def test_bootstrap_interval_contains_point_and_is_seeded():
     r = M.bootstrap(np.mean, x, n=200, seed=3)
     assert r["lo"] <= r["point"] <= r["hi"] and r["point"] == pytest.approx(x.mean())
     assert r["hi"] - r["lo"] == pytest.approx(2 * 1.96 / np.sqrt(200), rel=0.3)  # ~ normal theory width
+    assert r["std"] == pytest.approx(x.std(ddof=1) / np.sqrt(200), rel=0.2)  # the std over resamples: the se
     assert r == M.bootstrap(np.mean, x, n=200, seed=3)
     assert r["mean"] != M.bootstrap(np.mean, x, n=200, seed=4)["mean"]
 
@@ -336,39 +338,49 @@ def test_inception_extractor_explains_what_is_missing(tmp_path):
 def test_generation_metrics_slices_one_extraction(encoder):
     real, real_meta = toy_set(120, seed=11)
     fake, fake_meta = toy_set(100, seed=12)
-    table = generation_metrics(real, fake, real_meta, fake_meta, FAIRGENMED, encoder, n_boot=3, min_group_size=30)
-    per_group = table[table.group != ES_GROUP]
+    train, train_meta = toy_set(80, seed=13)
+    table = generation_metrics(real, fake, real_meta, fake_meta, FAIRGENMED, encoder, n_boot=3, min_group_size=30,
+                               train_images=train, size_matched_repeats=5)
+    per_group = table[~table.group.isin([ES_GROUP, GAP_GROUP, MATCHED_ALL]) & ~table.size_matched]
+    per_group = per_group[~per_group.metric.isin(["mifid_eps", "copy_threshold"])]
     attributes = list(dict.fromkeys(per_group.loc[per_group.attribute != "all", "attribute"]))
-    assert len(per_group) == (1 + 19) * 4 and set(table["extractor"]) == {encoder.name}
-    assert list(table.loc[table.group == ES_GROUP, "attribute"]) == attributes
+    metrics = ["fid", "fid_debiased", "mifid", "kid", "kid_std", "precision", "recall", "density", "coverage", "is",
+               "is_std", "copy_share", "nn_train_ratio"]
+    assert len(per_group) == (1 + 19) * len(metrics) and set(table["extractor"]) == {encoder.name}
+    assert list(dict.fromkeys(table.loc[table.group == ES_GROUP, "attribute"])) == attributes
     real_f, fake_f = extract(encoder, real)[0].double().numpy(), extract(encoder, fake)[0].double().numpy()
     row = table[(table.attribute == "race") & (table.group == "Black") & (table.metric == "fid")].iloc[0]
     real_sel, fake_sel = real_meta["race"].to_numpy() == 1, fake_meta["race"].to_numpy() == 1
     assert (row.n_real, row.n_fake) == (real_sel.sum(), fake_sel.sum())
-    assert row.value == pytest.approx(M.fid_from_features(real_f[real_sel], fake_f[fake_sel]))
+    assert row.value == pytest.approx(M.fid_from_features(real_f[real_sel], fake_f[fake_sel]), rel=1e-6)
     overall = table[(table.attribute == "all") & (table.metric == "fid")].iloc[0]
-    assert overall.value == pytest.approx(M.fid_from_features(real_f, fake_f)) and not overall.small_group
+    assert overall.value == pytest.approx(M.fid_from_features(real_f, fake_f), rel=1e-6) and not overall.small_group
     sizes = table[table.metric == "fid"]
     assert (sizes.small_group == (sizes[["n_real", "n_fake"]].min(axis=1) < 30)).all()
-    assert (table[table.metric != "is_std"].n_valid == 3).all()
+    assert (table[table.metric == "is"].n_valid == 3).all() and (table[table.metric == "is"].boot_std > 0).any()
+    assert (overall.n_valid == 40) and overall.interval == "jackknife"
+    train_f = extract(encoder, train)[0].double().numpy()
+    eps = table[table.metric == "mifid_eps"].iloc[0]
+    assert eps.value == pytest.approx(calibrated_mifid_eps(real_f, train_f)) and "calibrated" in eps.note
 
 
-def test_es_fid_interval_comes_from_a_joint_bootstrap_of_the_same_statistic(encoder):
-    """The ES-FID row's point value is ES over the table's own group FIDs, its interval brackets
-    spread (lo < hi), and equity_table reports that interval next to its ES-FID."""
+def test_es_fid_interval_comes_from_a_joint_jackknife_of_the_same_statistic(encoder):
+    """The ES-FID row's point value is ES over the table's own group FIDs, its interval contains it
+    and has spread, and equity_table reports that interval next to its ES-FID."""
     real, real_meta = toy_set(120, seed=21)
     fake, fake_meta = toy_set(100, seed=22)
-    table = generation_metrics(real, fake, real_meta, fake_meta, FAIRGENMED, encoder, n_boot=20, min_group_size=30)
+    table = generation_metrics(real, fake, real_meta, fake_meta, FAIRGENMED, encoder, n_boot=3, min_group_size=30,
+                               attributes=["race", "gender"])
     es = equity_table(table).set_index(["metric", "attribute"])
     for attr in ("race", "gender"):
-        row = table[(table.group == ES_GROUP) & (table.attribute == attr)].iloc[0]
+        row = table[(table.group == ES_GROUP) & (table.attribute == attr) & (table.metric == "es_fid")].iloc[0]
         fids = table[(table.attribute == attr) & (table.metric == "fid")]["value"].dropna()
         overall = table[(table.attribute == "all") & (table.metric == "fid")]["value"].iloc[0]
         assert row.value == pytest.approx(M.equity_scaled(overall, fids.to_numpy(), higher_is_better=False))
         assert es.loc[("es_fid", attr), "value"] == pytest.approx(row.value)
-        assert row.boot_lo < row.boot_hi and row.n_valid == 20
+        assert row.boot_lo < row.value < row.boot_hi and row.n_valid == 40
         assert (es.loc[("es_fid", attr), "boot_lo"], es.loc[("es_fid", attr), "boot_hi"]) == (row.boot_lo, row.boot_hi)
-    assert es.xs("es_mifid")["boot_lo"].isna().all()  # only ES-FID has a joint bootstrap
+    assert es.xs("es_mifid")["boot_lo"].isna().all()  # ES-MiFID has no joint interval
 
 
 def test_equity_table_by_hand():

@@ -67,3 +67,22 @@ def test_cli_expected_errors_are_one_line_with_status_2(tmp_path, capsys):
 
     with pytest.raises(ConfigError):
         main(["--debug", "train", "--config", "smoke", "--method", "baseline", "--set", "train.steps=0"])
+
+
+def test_prepare_prints_and_keeps_the_rejection_table_and_strict_refuses(synthetic_fairgenmed, tmp_path, capsys):
+    import shutil
+
+    from fairdiff.cli import main
+
+    root = tmp_path / "fgm"
+    shutil.copytree(synthetic_fairgenmed, root)
+    victim = sorted((root / "train").glob("data_*.npz"))[0]
+    victim.unlink()  # its CSV row now has no files
+    args = ["prepare", "--config", "smoke", "--runs", str(tmp_path / "runs"), "--set", f"data.root={root}",
+            "--set", "vae.steps=1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    table = tmp_path / "runs" / "fairgenmed-smoke" / "rejections.csv"
+    assert victim.name in out and table.is_file() and victim.name in table.read_text()
+    assert main(args + ["--strict"]) == 2
+    assert victim.name in capsys.readouterr().err

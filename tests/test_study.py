@@ -189,7 +189,7 @@ def test_method_means_and_planted_summary():
     means = study.method_means(_per_seed()).set_index(["method", "metric"])
     assert means.loc[("baseline", "fid_gap"), "mean"] == 12 and means.loc[("baseline", "fid_gap"), "sd"] == 2
     assert means.loc[("fairbo", "fid_gap"), "n_seeds"] == 3
-    planted = pd.concat([study.planted_rows(_seed_tables(shift)["generation_metrics"], study.Planted("race", "Asian"))
+    planted = pd.concat([study.planted_rows(_seed_tables(shift)["generation_metrics"], study.planted_group(_cfg(), SCHEMA))
                          .assign(seed=seed) for seed, shift in enumerate([0.0, -15.0])])
     summary = study.planted_summary(planted).set_index("seed")
     # seed 0: Asian 30 vs worst other 12, intervals (+-2) apart; seed 1: Asian 15, above 12 but overlapping

@@ -1,4 +1,4 @@
-"""Feature extractors for generation metrics, and FID / MiFID / IS per group from one extraction.
+"""Feature extractors for generation metrics, and the per-group generation table from one extraction.
 
 Extractors are injected, never hard-wired: the paper's InceptionV3 needs weights and a package
 that cannot be installed offline on a CPU torch, and ImageNet features say little about fundus
@@ -296,9 +296,9 @@ def generation_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, rea
                else extract(extractor, train_images, batch_size, num_workers)[0].double().numpy())
     with _blas_threads_for(extractor.num_features):
         return generation_metrics_from_features(
-            real_f, fake_f, fake_l, group_masks(real_meta, schema, attributes), group_masks(fake_meta, schema, attributes),
-            extractor.name, train_f, n_boot=n_boot, min_group_size=min_group_size, seed=seed, splits=splits,
-            mifid_eps=mifid_eps, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, prdc_k=prdc_k,
+            real_f, fake_f, fake_l, group_masks(real_meta, schema, attributes),
+            group_masks(fake_meta, schema, attributes), extractor.name, train_f, n_boot=n_boot,
+            min_group_size=min_group_size, seed=seed, splits=splits, mifid_eps=mifid_eps, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, prdc_k=prdc_k,
             size_matched_floor=size_matched_floor, size_matched_repeats=size_matched_repeats,
             jackknife_blocks=jackknife_blocks, copy_quantile=copy_quantile, ci=ci)
 

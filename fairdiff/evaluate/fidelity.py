@@ -47,8 +47,9 @@ def train_attribute_classifiers(train_x, train_meta: pd.DataFrame, val_x,
                                 val_meta: pd.DataFrame, schema: Schema, attributes: list[str] | None = None,
                                 **classifier_kwargs) -> dict[str, nn.Module]:
     """One classifier per sensitive attribute, trained on real training images (any image source:
-    tensor, uint8 array, Dataset), the epoch chosen on real validation images (:func:`fairdiff.evaluate.classifier.train_classifier`, whose keyword
-    arguments pass through: epochs, seed, in_res, arch, device, ...).
+    tensor, uint8 array, Dataset), the epoch chosen on real validation images
+    (:func:`fairdiff.evaluate.classifier.train_classifier`, whose keyword arguments pass through:
+    epochs, seed, in_res, arch, device, ...).
 
     Refuses test rows (they are the ceiling's reference) and rows of unknown group are left out."""
     if "split" in train_meta.columns and (train_meta["split"] == "test").any():

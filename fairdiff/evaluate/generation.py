@@ -6,6 +6,12 @@ distance matrices of the real test and generated features, the generated-to-trai
 test-to-training nearest distances) and sliced per group; FID uses the factor route of
 :mod:`fairdiff.evaluate.frechet`. :func:`fairdiff.evaluate.features.generation_metrics` extracts
 the features and calls :func:`generation_metrics_from_features`.
+
+Checked on Gaussian features (d = 8 or 16, one attribute with groups of 20-40 and 80-160 images,
+150 draws each): ``es_fid_debiased`` covers the closed-form ES-FID in 0.97 of draws; the jackknife
+se of ``fid_matched`` / ``kid_matched`` is 1.25-1.3 times their observed standard deviation
+(conservative, coverage 0.99), that of a max - min gap about twice (the gap of noisy values is not
+smooth), so gap intervals are wide.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from fairdiff.evaluate.intervals import (NAN_JACKKNIFE, Jackknife, combine_jackk
 from fairdiff.evaluate.kid import mmd2_of_subsets, polynomial_kernel, subset_orders
 from fairdiff.evaluate.memorisation import (calibrated_mifid_eps, copy_threshold, cosine_distances,
                                             nearest_neighbours)
-from fairdiff.evaluate.prdc import PRDC_KEYS, pairwise_distances, prdc_from_distances
+from fairdiff.evaluate.prdc import pairwise_distances, prdc_from_distances
 
 GENERATION_COLUMNS = ["extractor", "attribute", "group", "n_real", "n_fake", "small_group", "size_matched", "metric",
                       "value", "boot_mean", "boot_std", "boot_lo", "boot_hi", "n_valid", "interval", "note"]
@@ -36,7 +42,8 @@ BOOTSTRAP = "percentile bootstrap"
 
 @dataclass(frozen=True)
 class Settings:
-    """The table's settings (see :func:`generation_metrics_from_features` for their meaning)."""
+    """The table's settings, the keyword arguments of :func:`fairdiff.evaluate.features.generation_metrics`
+    (whose docstring says what each does)."""
 
     n_boot: int = 100
     min_group_size: int = 50
@@ -64,8 +71,8 @@ class Replicates:
         self.enabled = n_blocks >= 2
         self.real = jackknife_blocks(n_real, max(n_blocks, 2), rng)
         self.fake = jackknife_blocks(n_fake, max(n_blocks, 2), rng)
-        self.ids = ([(0, b) for b in range(int(self.real.max()) + 1)] + [(1, b) for b in range(int(self.fake.max()) + 1)]
-                    if self.enabled else [])
+        blocks = (int(self.real.max()) + 1, int(self.fake.max()) + 1) if self.enabled else (0, 0)
+        self.ids = [(side, b) for side, g in enumerate(blocks) for b in range(g)]
 
     def deleted(self, real_rows: np.ndarray, fake_rows: np.ndarray) -> np.ndarray:
         """Rows of a selection (global row numbers per set) each replicate leaves out."""
@@ -342,18 +349,34 @@ class _Table:
                     debiased = fn(o_jk.debiased, np.array([j.debiased for _, _, j in parts]))
                     shifted = Jackknife(debiased, debiased, jk.se, jk.df, jk.n_replicates)
                     label = "es_fid_debiased" if name.startswith("es_") else "fid_debiased_gap"
-                    self.add(attribute, group_label, *size, label, debiased, jackknife=shifted, debiased=True, small=False,
-                             note="from the bias-corrected values; se of the plug-in summary")
+                    self.add(attribute, group_label, *size, label, debiased, jackknife=shifted, debiased=True,
+                             small=False, note="from the bias-corrected values; se of the plug-in summary")
 
 
 def generation_metrics_from_features(real_f: np.ndarray, fake_f: np.ndarray, fake_logits: np.ndarray,
                                      real_masks: dict[tuple[str, str], np.ndarray],
                                      fake_masks: dict[tuple[str, str], np.ndarray], extractor_name: str,
                                      train_f: np.ndarray | None = None, **settings) -> pd.DataFrame:
-    """The generation table (columns :data:`GENERATION_COLUMNS`) from float64 feature arrays and
-    group masks keyed (attribute, group); ``settings`` are the fields of :class:`Settings`.
-    See :func:`fairdiff.evaluate.features.generation_metrics` for what the rows mean."""
+    """The generation table (columns :data:`GENERATION_COLUMNS`) from feature arrays ([n, d] each,
+    logits [n_fake, C]) and boolean group masks keyed (attribute, group); ``settings`` are the
+    fields of :class:`Settings`. See :func:`fairdiff.evaluate.features.generation_metrics` for what
+    the rows mean. Memory grows as n^2: seven [n, n] float64 matrices (about 220 MiB at 2000
+    images per set)."""
     s = Settings(**settings)
+    real_f, fake_f = M._as_float64_2d(real_f, "real features"), M._as_float64_2d(fake_f, "fake features")
+    if train_f is not None:
+        train_f = M._as_float64_2d(train_f, "training features")
+    dims = {"real": real_f.shape[1], "fake": fake_f.shape[1]}
+    if train_f is not None:
+        dims["train"] = train_f.shape[1]
+    if len(set(dims.values())) > 1:
+        raise ValueError(f"feature sizes differ: {dims}")
+    if len(fake_logits) != len(fake_f):
+        raise ValueError(f"{len(fake_logits)} logit rows for {len(fake_f)} generated feature rows")
+    for what, masks, n in (("real", real_masks, len(real_f)), ("fake", fake_masks, len(fake_f))):
+        bad = {key: len(mask) for key, mask in masks.items() if len(mask) != n}
+        if bad:
+            raise ValueError(f"{what} group masks must have {n} rows (one per feature row); got {bad}")
     if s.mifid_eps != "calibrated" and not isinstance(s.mifid_eps, (int, float)):
         raise ValueError(f"mifid_eps: expected a number or 'calibrated', got {s.mifid_eps!r}")
     if s.size_matched_floor < 2:

@@ -40,7 +40,8 @@ def cosine_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 1.0 - np.abs(x @ y.T)
 
 
-def nearest_neighbours(query: ArrayLike, reference: ArrayLike, metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(query: ArrayLike, reference: ArrayLike,
+                       metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
     """(distance, index) of each query row's nearest reference row, ``euclidean`` or ``cosine``
     (a zero row has no cosine distance: NaN and index -1, and zero reference rows are skipped)."""
     query, reference = _as_float64_2d(query, "query features"), _as_float64_2d(reference, "reference features")

@@ -57,8 +57,10 @@ def prdc(real: ArrayLike, fake: ArrayLike, k: int = 5) -> dict[str, float]:
     """Precision, recall, density and coverage of ``fake`` (M rows Y) against ``real`` (N rows X),
     with r_k(x) the distance from x to its k-th nearest neighbour in its own set:
 
-        precision = 1/M sum_j 1[exists i: |Y_j - X_i| < r_k(X_i)],  recall = 1/N sum_i 1[exists j: |X_i - Y_j| < r_k(Y_j)],
-        density = 1/(k M) sum_j sum_i 1[|Y_j - X_i| < r_k(X_i)],  coverage = 1/N sum_i 1[min_j |X_i - Y_j| < r_k(X_i)].
+        precision = 1/M sum_j 1[exists i: |Y_j - X_i| < r_k(X_i)],
+        recall    = 1/N sum_i 1[exists j: |X_i - Y_j| < r_k(Y_j)],
+        density   = 1/(k M) sum_j sum_i 1[|Y_j - X_i| < r_k(X_i)],
+        coverage  = 1/N sum_i 1[min_j |X_i - Y_j| < r_k(X_i)].
 
     k = 5 is the authors' recommendation; it is capped at min(N, M) - 1."""
     real, fake = _as_float64_2d(real, "real features"), _as_float64_2d(fake, "fake features")

@@ -12,7 +12,8 @@ import pandas as pd
 
 from fairdiff import io
 
-TABLES = ("generation_metrics", "fid_gap", "equity_scaled_generation", "semantic_metrics", "classifier_fairness")
+TABLES = ("generation_metrics", "fid_gap", "equity_scaled_generation", "semantic_metrics", "classifier_fairness",
+          "attribute_fidelity")
 
 
 def tables_dir(ctx) -> Path:
@@ -87,8 +88,11 @@ def evaluate(ctx, methods=None, progress: bool = False) -> dict[str, pd.DataFram
     gen = pd.concat([stages.generation_table(ctx, m) for m in methods], ignore_index=True)
     announce("evaluate", "classifiers on real and generated images")
     sem = pd.concat([stages.semantic_table(ctx, s) for s in ["real"] + methods], ignore_index=True)
+    announce("evaluate", "attribute fidelity")
+    fidelity = pd.concat([stages.fidelity_table(ctx, s) for s in ["real"] + methods], ignore_index=True)
     tables = {"generation_metrics": gen, "fid_gap": fid_gap(gen), "equity_scaled_generation": equity(gen, methods),
-              "semantic_metrics": sem, "classifier_fairness": sem[sem["metric"].isin(["es_auc", "dpd", "eod"])]}
+              "semantic_metrics": sem, "classifier_fairness": sem[sem["metric"].isin(["es_auc", "dpd", "eod"])],
+              "attribute_fidelity": fidelity}
     out = tables_dir(ctx)
     for name, frame in tables.items():
         io.write_csv(out / f"{name}.csv", frame, float_format="%.6g")

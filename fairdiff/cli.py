@@ -26,6 +26,9 @@ def _add_config(p: argparse.ArgumentParser, runs: bool = True) -> None:
 
 
 def _context(args):
+    from fairdiff.config import load_config
+
+    load_config(args.config, args.dataset, sets=args.sets)  # refuse a bad config before the heavy imports
     from fairdiff import stages
 
     return stages.context(args.config, args.dataset, sets=args.sets, runs=getattr(args, "runs", None))
@@ -53,23 +56,23 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_prepare(args) -> int:
-    from fairdiff import stages
-    from fairdiff.prepare import prepare_base
-
     if args.strict:
         args.sets.append("data.strict=true")
     ctx = _context(args)
+    from fairdiff import stages
+    from fairdiff.prepare import prepare_base
+
     _report_rejections(ctx, stages.dataset(ctx, progress=True))
     print(prepare_base(ctx.cfg, ctx.layout.base, force=args.force))
     return 0
 
 
 def _cmd_train(args) -> int:
-    from fairdiff import stages
-
     if args.strict:
         args.sets.append("data.strict=true")
     ctx = _context(args)
+    from fairdiff import stages
+
     state = stages._main_process()
     if state.is_main_process:
         _report_rejections(ctx, stages.dataset(ctx, progress=True))

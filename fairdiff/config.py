@@ -62,10 +62,14 @@ RANGES = {
     "evaluate.classifiers[].image_size": (8, None), "evaluate.classifiers[].lr": (0.0, None),
     "evaluate.classifiers[].epochs": (1, None), "evaluate.classifiers[].batch_size": (1, None),
     "evaluate.n_boot": (1, None), "evaluate.min_group_size": (1, None), "evaluate.is_splits": (1, None),
-    "evaluate.mifid_eps": (0.0, 2.0),
+    "evaluate.mifid_eps": (0.0, 2.0), "evaluate.jackknife_blocks": (0, None), "evaluate.size_matched_floor": (2, None),
+    "evaluate.size_matched_repeats": (1, None), "evaluate.kid_subset_size": (2, None), "evaluate.kid_subsets": (1, None),
+    "evaluate.prdc_k": (1, None), "evaluate.copy_quantile": (0.0, 1.0),
     "study.seeds[]": (0, None), "study.sweep_window[]": (2, None), "study.sweep_exploitation[]": (0.0, 1.0),
     "study.sweep_seeds[]": (0, None),
 }
+# Settings that take either a number (in RANGES) or one of these words.
+NUMBER_OR_WORD = {"evaluate.mifid_eps": ("calibrated",)}
 STRICTLY_POSITIVE = {"vae.lr", "train.lr", "evaluate.encoder.lr", "evaluate.classifiers[].lr"}
 
 
@@ -180,6 +184,12 @@ def check_keys(tree: dict, origin: str, ref: dict | None = None, prefix: str = "
 
 def _check_leaf(origin: str, path: str, value: Any, default: Any) -> None:
     rule = _template_path(path)
+    if rule in NUMBER_OR_WORD:
+        if isinstance(value, str) and value in NUMBER_OR_WORD[rule]:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(origin, path, f"expected a number or one of {', '.join(NUMBER_OR_WORD[rule])}, got {value!r}")
+        default = 0.0
     if default is None:
         kind = NULLABLE.get(rule)
         if value is None or kind is None:

@@ -46,21 +46,27 @@ def _read(folder: Path, name: str) -> pd.DataFrame:
 
 
 def generation_summary(folder: Path, attributes: list[str]) -> pd.DataFrame:
-    """Per method: FID and IS with intervals, ES-FID per attribute with its interval, FID gap."""
-    gen, es, gap = (_read(folder, n) for n in ("generation_metrics", "equity_scaled_generation", "fid_gap"))
+    """Per method: FID, KID (x 10^3) and IS with intervals, ES-FID per attribute with its interval,
+    FID gap, and attribute fidelity (accuracy of real-trained attribute classifiers on the
+    method's images, labelled with the prompted group) per attribute."""
+    gen, es, gap, fid = (_read(folder, n) for n in ("generation_metrics", "equity_scaled_generation", "fid_gap",
+                                                     "attribute_fidelity"))
     rows = []
     for method in dict.fromkeys(gen["method"]):
-        g = gen[(gen["method"] == method) & (gen["attribute"] == "all")].set_index("metric")
+        g = gen[(gen["method"] == method) & (gen["attribute"] == "all")].drop_duplicates("metric").set_index("metric")
         row = {"method": method}
-        for metric, label, digits in (("fid", "FID", 1), ("is", "IS", 2)):
+        for metric, label, digits, scale in (("fid", "FID", 1, 1), ("kid", "KID x1e3", 2, 1e3), ("is", "IS", 2, 1)):
             r = g.loc[metric]
-            row[label] = _with_interval(r["value"], r["boot_lo"], r["boot_hi"], digits)
+            row[label] = _with_interval(r["value"] * scale, r["boot_lo"] * scale, r["boot_hi"] * scale, digits)
         e = es[(es["method"] == method) & (es["metric"] == "es_fid")].set_index("attribute")
         for attr in attributes:
             r = e.loc[attr]
             row[f"ES-FID {attr}"] = _with_interval(r["value"], r.get("boot_lo"), r.get("boot_hi"), 1)
         gp = gap[gap["method"] == method].set_index("attribute")["fid_gap"]
         row["FID gap " + " / ".join(attributes)] = " / ".join(f"{gp[a]:.1f}" for a in attributes)
+        acc = fid[(fid["source"] == method) & (fid["metric"] == "accuracy") & (fid["group"] == "all")]
+        acc = acc.set_index("attribute")["value"]
+        row["fidelity " + " / ".join(attributes)] = " / ".join(f"{acc[a]:.2f}" for a in attributes)
         rows.append(row)
     return _ordered(pd.DataFrame(rows), "method")
 

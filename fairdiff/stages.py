@@ -6,7 +6,7 @@ directory (:mod:`fairdiff.runs`), so any notebook can be rerun alone.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,7 @@ class Context:
     layout: RunLayout
     figures: FigureWriter
     records: pd.DataFrame | None = None  # the loaded dataset, filled by dataset() once per context
+    memo: dict = field(default_factory=dict)  # models built once per context (attribute classifiers)
 
 
 def context(profile: str, dataset: str | None = None, data_root: str | None = None, seed: int | None = None,
@@ -215,6 +216,9 @@ def domain_encoder(ctx: Context):
 
 # What each evaluation table reads of the ``evaluate`` section (the rest cannot change it).
 _NOT_READ_BY = {"generation": ("evaluate.classifiers",),
+                "fidelity": ("evaluate.encoder", "evaluate.inception_weights", "evaluate.is_splits", "evaluate.mifid_eps",
+                             "evaluate.jackknife_blocks", "evaluate.kid_", "evaluate.prdc_k", "evaluate.size_matched",
+                             "evaluate.copy_quantile", "evaluate.n_boot"),
                 "semantic": ("evaluate.encoder", "evaluate.inception_weights", "evaluate.is_splits",
                              "evaluate.mifid_eps")}
 
@@ -246,10 +250,19 @@ def generation_table(ctx: Context, method: str) -> pd.DataFrame:
                                           "extractor": extractor.name}, method=method)
 
     def compute():
-        real_meta, real = _real_split(ctx, dataset(ctx), "test")
+        import torch
+
+        records = dataset(ctx)
+        real_meta, real = _real_split(ctx, records, "test")
+        train_images = torch.cat([_real_split(ctx, records, split)[1] for split in ("train", "val")])
         fake = to_unit_tensor(generated_uint8(manifest))
-        table = generation_metrics(real, fake, real_meta, manifest, ctx.schema, extractor, n_boot=e["n_boot"],
-                                   min_group_size=e["min_group_size"], seed=ctx.cfg["seed"])
+        table = generation_metrics(
+            real, fake, real_meta, manifest, ctx.schema, extractor, n_boot=e["n_boot"],
+            min_group_size=e["min_group_size"], seed=ctx.cfg["seed"], splits=e["is_splits"], mifid_eps=e["mifid_eps"],
+            train_images=train_images, kid_subset_size=e["kid_subset_size"], kid_subsets=e["kid_subsets"],
+            prdc_k=e["prdc_k"], size_matched_floor=e["size_matched_floor"],
+            size_matched_repeats=e["size_matched_repeats"], jackknife_blocks=e["jackknife_blocks"],
+            copy_quantile=e["copy_quantile"], num_workers=ctx.cfg["data"]["num_workers"])
         return table.assign(method=method)
 
     return _cached_table(ctx.layout.evaluation / f"generation-{method}.csv", st, compute)
@@ -294,3 +307,65 @@ def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
         return pd.concat(tables, ignore_index=True).assign(source=source)
 
     return _cached_table(ctx.layout.evaluation / f"semantic-{source}.csv", st, compute)
+
+
+def _attribute_classifiers(ctx: Context) -> dict:
+    """One classifier per sensitive attribute (the first of ``evaluate.classifiers``), trained on
+    real training images, the epoch chosen on real validation images; once per context."""
+    from fairdiff.evaluate.fidelity import train_attribute_classifiers
+
+    if "attribute_classifiers" not in ctx.memo:
+        spec, records = ctx.cfg["evaluate"]["classifiers"][0], dataset(ctx)
+        train_meta, train_x = _real_split(ctx, records, "train")
+        val_meta, val_x = _real_split(ctx, records, "val")
+        ctx.memo["attribute_classifiers"] = train_attribute_classifiers(
+            train_x, train_meta, val_x, val_meta, ctx.schema, epochs=spec["epochs"], batch_size=spec["batch_size"],
+            lr=spec["lr"], seed=ctx.cfg["seed"], arch=spec["arch"],
+            in_res=spec["image_size"] or ctx.cfg["data"]["resolution"], weights_path=spec["weights"])
+    return ctx.memo["attribute_classifiers"]
+
+
+def fidelity_table(ctx: Context, source: str) -> pd.DataFrame:
+    """Attribute fidelity: does an image show the group it was made for? Accuracy of per-attribute
+    classifiers trained on real images, on real test images (``source="real"``: the ceiling) or on a
+    method's generated test images labelled with their prompted group."""
+    from fairdiff.evaluate.fidelity import attribute_fidelity
+    from fairdiff.imagesets import generated_uint8, to_unit_tensor
+
+    if source == "real":
+        inputs = {"source": "real", "data": stage_keys.stage("dataset", ctx.cfg).key}
+    else:
+        sampled(ctx, source, "test")
+        inputs = {"samples": stage_keys.sample_stage(ctx.cfg, source, "test").key}
+    st = _table_stage(ctx, "fidelity", inputs, source=source)
+
+    def compute():
+        if source == "real":
+            meta, images = _real_split(ctx, dataset(ctx), "test")
+        else:
+            meta = pd.read_csv(ctx.layout.samples(source) / "test" / "manifest.csv", dtype={"id": str})
+            images = to_unit_tensor(generated_uint8(meta))
+        return attribute_fidelity(_attribute_classifiers(ctx), images, meta, ctx.schema, source)
+
+    return _cached_table(ctx.layout.evaluation / f"fidelity-{source}.csv", st, compute)
+
+
+def closest_pairs(ctx: Context, method: str, n: int = 6):
+    """The ``n`` generated test images of ``method`` closest to a training image in the extractor's
+    feature space: (generated uint8, training uint8, table with ids and distances)."""
+    import torch
+
+    from fairdiff.evaluate.memorisation import closest_pairs as pairs
+    from fairdiff.imagesets import generated_uint8, to_unit_tensor
+
+    extractor, records = domain_encoder(ctx), dataset(ctx)
+    manifest = sampled(ctx, method, "test")
+    fake = generated_uint8(manifest)
+    frames = [_real_split(ctx, records, split) for split in ("train", "val")]
+    train_meta = pd.concat([f for f, _ in frames], ignore_index=True)
+    train_x = torch.cat([x for _, x in frames])
+    table = pairs(extractor.features(to_unit_tensor(fake)).numpy(), extractor.features(train_x).numpy(), n)
+    table["fake_id"] = manifest["id"].to_numpy()[table["fake_index"]]
+    table["train_id"] = train_meta["id"].to_numpy()[table["train_index"]]
+    train_u8 = (train_x[table["train_index"].to_numpy()] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return fake[table["fake_index"].to_numpy()], train_u8, table

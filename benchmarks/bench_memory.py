@@ -42,7 +42,7 @@ def bench_config(root: Path, res: int, vae_steps: int, steps: int) -> dict:
     from fairdiff.config import load_config
 
     overrides = {"data": {"root": str(root), "resolution": res, "num_workers": 0},
-                 "vae": {"steps": vae_steps, "batch_size": 16},
+                 "vae": {"steps": vae_steps, "batch_size": 8},
                  "train": {"steps": steps, "checkpoint_every": steps, "batch_size": 8},
                  "fbp": {"window": 10}}
     cfg = load_config("smoke", DATASET, overrides)
@@ -60,7 +60,7 @@ def child_train(root: Path, work: Path, args) -> dict:
     from fairdiff.schema import get_schema
     from fairdiff.train import train
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # a busy shared machine: two spinning OpenMP threads can run 10x slower
     cfg = bench_config(root, args.res, args.vae_steps, args.steps)
     schema, out = get_schema(DATASET), {"imports_mib": vm_hwm_mib()}
     base = work / "base"
@@ -96,7 +96,7 @@ def child_features(root: Path, work: Path, args) -> dict:
     from fairdiff.prepare import load_records
     from fairdiff.schema import get_schema
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # a busy shared machine: two spinning OpenMP threads can run 10x slower
     cfg = bench_config(root, args.res, args.vae_steps, args.steps)
     out = {"imports_mib": vm_hwm_mib()}
     frame = load_records(cfg)
@@ -151,7 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 5000])
     ap.add_argument("--res", type=int, default=128)
-    ap.add_argument("--vae-steps", type=int, default=20)
+    ap.add_argument("--vae-steps", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--via-prepare-base", action="store_true",
                     help="build the base with fairdiff.prepare.prepare_base instead of its streamed calls")

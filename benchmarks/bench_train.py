@@ -11,6 +11,9 @@ Variants (same tiny model, data, batch, threads; one process; fp32; the first st
   cost of the encoders from the cost of reading images.
 - ``fairdiff`` / ``fairdiff-fairbo``: ``fairdiff.train.train`` itself (cached latents and text
   embeddings, accelerate, EMA, metric logging), timed step to step through its ``on_step`` hook.
+- ``fairdiff-fused-adamw`` (not run by default): the trainer with torch's fused AdamW kernel on the
+  CPU too, which the trainer does not use there because it rounds differently from the per-tensor
+  update (runs would no longer repeat earlier ones bit for bit); it shows what that would save.
 
 Window 30 and 90 timed steps after 5 warm-up steps, so the fairbo timing holds exactly three BO
 events. Writes benchmarks/results/train.csv (train-b<N>.csv with --batch).
@@ -18,11 +21,13 @@ events. Writes benchmarks/results/train.csv (train-b<N>.csv with --batch).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import resource
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import torch
@@ -30,6 +35,7 @@ import torch.nn.functional as F
 
 import fairdiff  # noqa: F401  (cache locations first)
 from fairdiff import io
+from fairdiff import train as train_mod
 from fairdiff.config import load_config
 from fairdiff.data.dataset import ImageRecordDataset
 from fairdiff.models import load_pipeline
@@ -39,7 +45,8 @@ from fairdiff.schema import get_schema
 from fairdiff.train import train
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ("reference", "reference-in-memory", "fairdiff", "fairdiff-fairbo")
+DEFAULT_VARIANTS = ("reference", "reference-in-memory", "fairdiff", "fairdiff-fairbo")
+VARIANTS = (*DEFAULT_VARIANTS, "fairdiff-fused-adamw")
 
 
 def reference_loop(cfg: dict, source: str, in_memory: bool):
@@ -98,12 +105,15 @@ def time_reference(step, warmup: int, steps: int) -> list[float]:
     return times
 
 
-def time_trainer(cfg: dict, method: str, source: str, cache_dir: Path, warmup: int, steps: int) -> list[float]:
+def time_trainer(cfg: dict, method: str, source: str, cache_dir: Path, warmup: int, steps: int,
+                 fused_adamw: bool = False) -> list[float]:
     """Step-to-step times of the real trainer, warm-up steps and the final save left out."""
     cfg = copy.deepcopy(cfg)
     cfg["train"].update(steps=warmup + steps, checkpoint_every=10**9)
     stamps = []
-    with tempfile.TemporaryDirectory() as tmp:
+    fused = mock.patch.object(train_mod, "_adamw_kernel", lambda device: {"fused": True}) if fused_adamw \
+        else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as tmp, fused:
         train(cfg, method, Path(tmp) / method, source, cache_dir, progress=False,
               on_step=lambda info: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
@@ -115,7 +125,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=90)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=None, help="override the profile's batch size")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     args = ap.parse_args()
     torch.set_num_threads(2)
     overrides = {"train": {"batch_size": args.batch}} if args.batch else None
@@ -133,7 +143,8 @@ def main() -> None:
             times = time_reference(step, args.warmup, args.steps)
         else:
             method = "fairbo" if name.endswith("fairbo") else "baseline"
-            times = time_trainer(cfg, method, source, layout.cache, args.warmup, args.steps)
+            times = time_trainer(cfg, method, source, layout.cache, args.warmup, args.steps,
+                                 fused_adamw=name.endswith("fused-adamw"))
         t = torch.tensor(times)
         rows.append({"variant": name, "profile": args.profile, "batch": cfg["train"]["batch_size"],
                      "resolution": cfg["data"]["resolution"], "steps": len(times),

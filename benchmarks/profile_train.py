@@ -7,8 +7,8 @@ Each part is timed by wrapping the function the loop calls (the UNet's forward, 
 AdamW, the EMA update, gathers, the perturbation, the metrics rows, the progress bar, ...) with a
 ``perf_counter`` pair, so the overhead is two clock reads per call, not cProfile's per Python call.
 The first ``--warmup`` steps (default 5) and the final save are left out. One process, 2 threads,
-fp32, no checkpoints. Prints a table (ms per step and share of the step); ``--cprofile`` adds
-cProfile's 25 most expensive functions by own time. The reading of a run is kept by hand in
+fp32, no checkpoints. Prints a table (ms per step and share of the step) and the process's peak
+RSS; ``--cprofile`` adds cProfile's 25 most expensive functions by own time. The reading of a run is kept by hand in
 benchmarks/results/profile_train.md.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import cProfile
 import functools
 import io as stdio
 import pstats
+import resource
 import tempfile
 import time
 from collections import defaultdict
@@ -177,6 +178,7 @@ def main() -> None:
     print(f"\n{args.profile} {args.method}, batch {cfg['train']['batch_size']}, {args.steps} steps after "
           f"{args.warmup} warm-up, {args.threads} threads")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if text:
         print(text)
 

@@ -25,28 +25,30 @@ from torch.utils.data import DataLoader, Dataset
 
 from fairdiff import arrays, io
 from fairdiff.arrays import NpyRows
-from fairdiff.data.images import load_image, prepare_uint8, to_anatomical
+from fairdiff.data.images import load_image, pipeline_kwargs, prepare_uint8, to_anatomical
 from fairdiff.schema import Schema
 
 
-def real_pixels(path: str | Path, schema: Schema, resolution: int) -> torch.Tensor:
-    """uint8 [3, R, R]: one real image through the training preprocessing, back in the anatomical frame."""
-    x = prepare_uint8(load_image(path), resolution, rotate=schema.rotate)
-    return to_anatomical(x).contiguous() if schema.rotate else x
+def real_pixels(path: str | Path, schema: Schema, resolution: int, preprocess: str = "ours") -> torch.Tensor:
+    """uint8 [3, R, R]: one real image through the training preprocessing (``data.preprocess``),
+    back in the anatomical frame."""
+    kwargs = pipeline_kwargs(schema, preprocess)
+    x = prepare_uint8(load_image(path), resolution, **kwargs)
+    return to_anatomical(x).contiguous() if kwargs["rotate"] else x
 
 
 class RealImages(Dataset):
     """The real images of ``frame`` as uint8 [3, R, R] in the anatomical frame, decoded per item."""
 
-    def __init__(self, frame: pd.DataFrame, schema: Schema, resolution: int):
+    def __init__(self, frame: pd.DataFrame, schema: Schema, resolution: int, preprocess: str = "ours"):
         self.paths = frame["image_path"].astype(str).tolist()
-        self.schema, self.resolution = schema, int(resolution)
+        self.schema, self.resolution, self.preprocess = schema, int(resolution), preprocess
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return real_pixels(self.paths[index], self.schema, self.resolution)
+        return real_pixels(self.paths[index], self.schema, self.resolution, self.preprocess)
 
 
 class GeneratedImages(Dataset):
@@ -63,9 +65,9 @@ class GeneratedImages(Dataset):
             return torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
-def real_uint8(frame: pd.DataFrame, schema: Schema, resolution: int) -> np.ndarray:
+def real_uint8(frame: pd.DataFrame, schema: Schema, resolution: int, preprocess: str = "ours") -> np.ndarray:
     """uint8 [N, R, R, 3] real images in the anatomical frame, all in memory (figures, small sets)."""
-    ds = RealImages(frame, schema, resolution)
+    ds = RealImages(frame, schema, resolution, preprocess)
     out = [ds[i].permute(1, 2, 0).numpy() for i in range(len(ds))]
     return np.stack(out) if out else np.zeros((0, resolution, resolution, 3), np.uint8)
 
@@ -84,17 +86,17 @@ def to_unit_tensor(images) -> torch.Tensor:
 
 
 def cached_real(frame: pd.DataFrame, schema: Schema, resolution: int, cache_dir: str | Path, num_workers: int = 0,
-                batch_size: int = 64) -> NpyRows:
-    """Real images of ``frame``, decoded once per (ids, resolution) into ``real-<key>.npy`` (uint8
-    [N, R, R, 3], anatomical frame) and returned as a reader of its rows.
+                batch_size: int = 64, preprocess: str = "ours") -> NpyRows:
+    """Real images of ``frame``, decoded once per (ids, resolution, preprocessing) into
+    ``real-<key>.npy`` (uint8 [N, R, R, 3], anatomical frame) and returned as a reader of its rows.
 
     The file is built in batches (``num_workers`` DataLoader workers decode) under a temporary
     name and renamed when complete; the reader fetches only the rows asked for, so neither step
     holds the set in memory. ``np.asarray(result)`` loads it whole."""
-    key = hashlib.sha256(("|".join(frame["id"].astype(str)) + f"@{resolution}").encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"real-{key}.npy"
+    named = "|".join(frame["id"].astype(str)) + f"@{resolution}" + ("" if preprocess == "ours" else f"/{preprocess}")
+    path = Path(cache_dir) / f"real-{hashlib.sha256(named.encode()).hexdigest()[:16]}.npy"
     if not path.is_file():
-        images = RealImages(frame, schema, resolution)
+        images = RealImages(frame, schema, resolution, preprocess)
         with io.atomic_path(path) as tmp:
             arrays.create(tmp, (len(images), resolution, resolution, 3), np.uint8)
             loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)

@@ -63,7 +63,11 @@ def build_tokenizer(schema: Schema):
 
 
 def build_tiny_pipeline(model_cfg: dict, schema: Schema, resolution: int, seed: int = 0):
-    """A Stable-Diffusion-style pipeline with tiny components built from ``model_cfg`` (untrained)."""
+    """A Stable-Diffusion-style pipeline with tiny components built from ``model_cfg`` (untrained).
+
+    Optional keys size it like a real one (benchmarks/gpu_check.py builds SD 2.1's shapes):
+    ``text.max_length`` pads prompts to that many tokens (SD: 77), ``unet.use_linear_projection``
+    (SD 2.x: true)."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -71,6 +75,7 @@ def build_tiny_pipeline(model_cfg: dict, schema: Schema, resolution: int, seed: 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(schema)
     t = model_cfg["text"]
+    tokenizer.model_max_length = max(tokenizer.model_max_length, t.get("max_length") or 0)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
         hidden_size=t["hidden_size"], intermediate_size=t["intermediate_size"],
@@ -92,7 +97,8 @@ def build_tiny_pipeline(model_cfg: dict, schema: Schema, resolution: int, seed: 
                                 out_channels=v["latent_channels"], layers_per_block=u["layers_per_block"],
                                 block_out_channels=tuple(u["block_out_channels"]), down_block_types=down,
                                 up_block_types=up, cross_attention_dim=t["hidden_size"],
-                                attention_head_dim=u["attention_head_dim"], norm_num_groups=u["norm_num_groups"])
+                                attention_head_dim=u["attention_head_dim"], norm_num_groups=u["norm_num_groups"],
+                                use_linear_projection=u.get("use_linear_projection", False))
     scheduler = DDIMScheduler(prediction_type=model_cfg["prediction_type"], **SD_SCHEDULE)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from fairdiff import arrays, io, stage_keys
 from fairdiff.arrays import NpyRows
+from fairdiff.models import build_tiny_pipeline, encode_prompts, load_pipeline, train_vae
 from fairdiff.progress import Progress
-from fairdiff.models import build_tiny_pipeline, encode_images, encode_prompts, load_pipeline, train_vae
 from fairdiff.schema import Schema, get_schema
 
 
@@ -44,7 +44,9 @@ def training_records(cfg: dict, splits=("train", "val")) -> pd.DataFrame:
 
 
 def load_images(frame: pd.DataFrame, schema: Schema, resolution: int, progress: bool = True) -> torch.Tensor:
-    """Preprocessed images [N, 3, R, R] in [-1, 1], in the training frame (paper preprocessing)."""
+    """Preprocessed images [N, 3, R, R] in [-1, 1], in the training frame (paper preprocessing), all
+    in memory (4 * 3 * R^2 bytes each): for small sets and tests. The stages stream instead,
+    reading ``ImageRecordDataset(frame, schema, resolution, cache=False)`` one batch at a time."""
     from fairdiff.data.dataset import ImageRecordDataset
 
     ds = ImageRecordDataset(frame, schema, resolution, cache=False)
@@ -147,22 +149,22 @@ def encode_settings(cfg: dict) -> tuple[torch.device, torch.dtype]:
 
 def training_cache(cfg: dict, source: str, cache_dir: str | Path, progress: bool = True,
                    batch_size: int = CACHE_BATCH) -> TrainingCache:
-    """Open the cache for (data, resolution, encoders, precision), building it first if needed.
+    """Open the cache for (data, resolution, preprocessing, encoders, precision), building it first if needed.
 
     The build streams: a DataLoader (``data.num_workers`` workers) decodes ``batch_size`` images
     at a time, the VAE encodes them on the accelerator, and their rows are written to .npy files
     on disk, so host memory is bounded by the batch. After each batch the rows are flushed and the
     count of finished rows recorded; a build that is interrupted resumes at the first unrecorded
     row (rows past it are encoded again, never trusted). The folder takes its final name only
-    when complete. On the CPU the latents equal those of :func:`encode_images` on the stacked
+    when complete. On the CPU the latents equal those of :func:`fairdiff.models.encode_images` on the stacked
     images bit for bit (same batches, float32)."""
     frame = training_records(cfg)
     if frame.empty:
         raise ValueError(f"{cfg['data']['root']}: no train or val records to build the training cache from")
     device, dtype = encode_settings(cfg)
     key = hashlib.sha256(json.dumps([CACHE_FORMAT, source, _source_fingerprint(source), cfg["data"]["resolution"],
-                                     device.type, str(dtype), batch_size, list(frame["id"]),
-                                     list(frame["prompt"])]).encode()).hexdigest()[:16]
+                                     cfg["data"].get("preprocess", "ours"), device.type, str(dtype), batch_size,
+                                     list(frame["id"]), list(frame["prompt"])]).encode()).hexdigest()[:16]
     folder = Path(cache_dir) / f"train-{key}"
     if not (folder / "meta.json").is_file():
         _build_cache(folder, key, frame, cfg, source, device, dtype, batch_size, progress)
@@ -189,7 +191,8 @@ def _build_cache(folder: Path, key: str, frame: pd.DataFrame, cfg: dict, source:
         _save_npy(partial / "prompt_index.npy", np.array([lookup[p] for p in frame["prompt"]], dtype=np.int64))
         _save_npy(partial / "groups.npy", frame[schema.attribute_names].to_numpy(dtype=np.int64))
         _save_npy(partial / "text.npy", text)
-    images = ImageRecordDataset(frame, schema, cfg["data"]["resolution"], cache=False)
+    images = ImageRecordDataset(frame, schema, cfg["data"]["resolution"], cache=False,
+                                preprocess=cfg["data"].get("preprocess", "ours"))
     loader = DataLoader(Subset(images, range(done, len(frame))), batch_size=batch_size,
                         num_workers=cfg["data"].get("num_workers", 0), pin_memory=device.type == "cuda")
     bar = Progress(total=len(frame), initial=done, desc="cache latents", disable=not progress, mininterval=1.0)

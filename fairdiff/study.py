@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -174,7 +175,7 @@ def seed_context(profile: str, seed: int, dataset: str | None = None, sets=(), r
         runs = base / "sweep" / f"W{w}-r{r:g}" / f"seed-{seed}"
     else:  # the profile's own (W, r): the main comparison's fairbo run is that cell
         runs = base / f"seed-{seed}"
-    return stages.context(profile, dataset, seed=seed, sets=list(sets), runs=runs)
+    return stages.context(profile, dataset, seed=int(seed), sets=list(sets), runs=runs)
 
 
 # ----------------------------------------------------------------------------- metrics of one seed
@@ -208,7 +209,8 @@ def metric_specs(cfg: dict, schema, gen: pd.DataFrame | None = None) -> pd.DataF
     rows += [(name, f"{label} ({p.attribute})" if how != "planted" else f"FID of {p.group}", True, "generation")
              for name, source, how, label in GAP_METRICS if source in present]
     rows.insert(2, ("es_fid", f"ES-FID ({p.attribute})", True, "generation"))
-    rows += [("auc", f"{task} AUC", False, "classifier"), ("es_auc", f"{task} ES-AUC ({p.attribute})", False, "classifier")]
+    rows += [("auc", f"{task} AUC", False, "classifier"),
+             ("es_auc", f"{task} ES-AUC ({p.attribute})", False, "classifier")]
     return pd.DataFrame(rows, columns=["metric", "label", "lower_is_better", "family"])
 
 
@@ -369,6 +371,22 @@ def _timed(times: list, seed: int, method: str, stage: str, fn):
     return out
 
 
+def _stamp_base(ctx) -> None:
+    """Mark a finished base pipeline as current. ``prepare_base`` writes its stamp while the folder
+    still has its temporary name (``.base.<random>.tmp``), which the stamp rule takes for a file, so
+    the stamp lands beside it and ``base/`` is never current: every training run would retrain the
+    VAE and rebuild the latents (identical results, minutes each). When ``base.json`` names the
+    current key, the folder is what this config builds, and stamping it is safe."""
+    from fairdiff import stage_keys
+
+    st = stage_keys.base_stage(ctx.cfg)
+    summary = ctx.layout.base / "base.json"
+    if stage_keys.is_current(ctx.layout.base, st) or not summary.is_file():
+        return
+    if json.loads(summary.read_text()).get("key") == st.key:
+        stage_keys.write_stamp(ctx.layout.base, st, complete=True)
+
+
 def _merge_times(path: Path, new: pd.DataFrame, cached_below_s: float = 2.0) -> pd.DataFrame:
     """Keep the measured time of work that this invocation found cached (a rerun would otherwise
     overwrite a real time with a cache hit's)."""
@@ -402,7 +420,8 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
     t_all = time.perf_counter()
     for i, seed in enumerate(seeds, 1):
         ctx = seed_context(profile, seed, dataset, sets, root)
-        _timed(times, seed, "all", "base", lambda: stages.base(ctx, progress))  # the seed's VAE and latents
+        _timed(times, seed, "all", "base", lambda: stages.base(ctx, progress))  # the seed's VAE
+        _stamp_base(ctx)
         for method in methods:
             tag = f"seed {i}/{len(seeds)} (seed={seed}) · {method}"
             t0 = time.perf_counter()
@@ -468,6 +487,7 @@ def _share_seed_work(main, cell) -> None:
     from fairdiff import stages
 
     stages.base(main)
+    _stamp_base(main)
     stages.domain_encoder(main)
     _link(main.layout.base, cell.layout.base)
     for folder in [*main.layout.evaluation.glob("encoder-*"), main.layout.evaluation / "cache"]:
@@ -525,7 +545,8 @@ def run_sweep(profile: str = "study", dataset: str | None = None, sets=(), root:
     cells = sweep_cells(per_seed)
     io.write_csv(folder / "sweep_per_seed.csv", per_seed, float_format="%.6g")
     io.write_csv(folder / "sweep_cells.csv", cells, float_format="%.6g")
-    _say(f"sweep {cfg['profile']}: {len(grid)} cells x {len(seeds)} seeds in {(time.perf_counter() - t_all) / 60:.1f} min")
+    _say(f"sweep {cfg['profile']}: {len(grid)} cells x {len(seeds)} seeds in "
+         f"{(time.perf_counter() - t_all) / 60:.1f} min")
     return cells
 
 
@@ -555,7 +576,7 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "nan" if not np.isfinite(value) else f"{value:.{digits}g}"
 
 
-def _ci(mean: float, lo: float, hi: float, digits: int = 3, sign: bool = False) -> str:
+def format_ci(mean: float, lo: float, hi: float, digits: int = 3, sign: bool = False) -> str:
     m = f"{mean:+.{digits}g}" if sign and np.isfinite(mean) else _fmt(mean, digits)
     return m if not np.isfinite(lo) else f"{m} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
 
@@ -578,10 +599,10 @@ def readme_table(result: StudyResult) -> str:
             continue
         b = means.loc[("baseline", spec.metric)]
         row = {"metric": f"{spec.label} ({'lower' if spec.lower_is_better else 'higher'} is better)",
-               "baseline": _ci(b["mean"], b["lo"], b["hi"])}
+               "baseline": format_ci(b["mean"], b["lo"], b["hi"])}
         for m in methods:
             e = effects.loc[(m, spec.metric)]
-            row[f"{m} − baseline"] = f"{_ci(e['diff'], e['lo'], e['hi'], sign=True)}; p {_p(e['p_holm'])}"
+            row[f"{m} − baseline"] = f"{format_ci(e['diff'], e['lo'], e['hi'], sign=True)}; p {_p(e['p_holm'])}"
         rows.append(row)
     n = int(result.per_seed["seed"].nunique())
     note = (f"Mean over {n} seeds [95 % t interval]; differences are paired by seed; p: exact sign-flip test over "
@@ -599,7 +620,7 @@ def _effect_sentence(e, baseline_mean: float) -> str:
         claim = f"**{verdict}**: the interval excludes 0"
     else:
         claim = "**not distinguishable from 0**: the interval includes it"
-    return (f"{e['label']}: {_ci(e['diff'], e['lo'], e['hi'], sign=True)}{rel}, {claim}; "
+    return (f"{e['label']}: {format_ci(e['diff'], e['lo'], e['hi'], sign=True)}{rel}, {claim}; "
             f"better in {e['n_better']} of {e['n_seeds']} seeds; sign-flip p = {_p(e['p_signflip'])} "
             f"(Holm {_p(e['p_holm'])}), paired t p = {_p(e['p_ttest'])}")
 
@@ -618,7 +639,7 @@ def reading(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
         lines.append(
             f"- **Planted gap.** In the baseline, {p.attribute}={p.group} has FID {_fmt(fid['planted'].mean())} on "
             f"average over {n} seeds against {_fmt(fid['worst_other'].mean())} for the worst other {p.attribute} group "
-            f"(difference {_ci(*ex, sign=True)}); it is the worst group in {int(fid['is_worst'].sum())} of {len(fid)} "
+            f"(difference {format_ci(*ex, sign=True)}); it is the worst group in {int(fid['is_worst'].sum())} of {len(fid)} "
             f"seeds and its interval lies above every other group's in {int(fid['separated'].sum())}. "
             + ("The planted disparity is **visible** to the evaluation." if visible else
                "The planted disparity is **not clearly visible** at this scale, so a method has little to narrow."))
@@ -646,10 +667,11 @@ def reading(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
         part = result.paired_effects[result.paired_effects["method"] == m]
         sep = part[(part["hi"] < 0) | (part["lo"] > 0)]
         others.append(f"**{m}**: " + ("no metric separates from the baseline" if sep.empty else "; ".join(
-            f"{r.label} {'better' if r.better else 'worse'} ({_ci(r.diff, r.lo, r.hi, sign=True)}, Holm p "
+            f"{r.label} {'better' if r.better else 'worse'} ({format_ci(r.diff, r.lo, r.hi, sign=True)}, Holm p "
             f"{_p(r.p_holm)})" for r in sep.itertuples())))
     if others:
-        lines.append("- **The other methods**, paired with the baseline (interval excluding 0): " + "; ".join(others) + ".")
+        lines.append("- **The other methods**, paired with the baseline (interval excluding 0): "
+                     + "; ".join(others) + ".")
     a = result.authors_ttest
     if len(a):
         sig = a[a["p_authors"] < 0.05]
@@ -663,13 +685,16 @@ def reading(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
         s = sweep[sweep["metric"] == "fid"]
         best = s.loc[s["reduction"].idxmax()]
         excl = s[s["lo"] > 0]
+        k = int(s["n_seeds"].max())
         lines.append(
-            f"- **The W x r sweep** ({int(s['n_seeds'].max())} seeds per cell; gap reduction = baseline gap minus "
-            f"fairbo gap, positive = narrower): the largest mean reduction is {_ci(best['reduction'], best['lo'], best['hi'], sign=True)} "
+            f"- **The W x r sweep** ({k} seed{'s' if k > 1 else ''} per cell; gap reduction = baseline gap minus "
+            f"fairbo gap, positive = narrower): the largest mean reduction is "
+            f"{format_ci(best['reduction'], best['lo'], best['hi'], sign=True)} "
             f"at W = {int(best['window'])}, r = {best['exploitation']:g}; "
             + (f"{len(excl)} of {len(s)} cells have an interval above 0." if len(excl) else
                f"no cell's interval lies above 0 (cells: {len(s)}).")
-            + (" With 3 seeds per cell the intervals are wide (t with 2 degrees of freedom)." if s["n_seeds"].max() <= 3 else ""))
+            + (f" With {k} seeds per cell the intervals are wide (t with {k - 1} degrees of freedom)." if 1 < k <= 3
+               else " With one seed per cell there are no intervals." if k == 1 else ""))
     lines.append(
         f"- **What this says about the paper's claim.** This is a controlled test of the mechanism (per-group loss "
         f"perturbations tuned by BO) on synthetic {result.cfg['data']['resolution']} px fundus images with a tiny "

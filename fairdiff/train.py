@@ -118,6 +118,8 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
     if tc["gradient_checkpointing"]:
         unet.enable_gradient_checkpointing()
     unet.train()
+    # foreach EMA: one multi-tensor update; the EMA weights may differ from a per-tensor update in the
+    # last bit (never the training itself); both repeat exactly run to run and on resume
     ema = EMAModel(unet.parameters(), decay=tc["ema_decay"], model_cls=UNet2DConditionModel,
                    model_config=unet.config, foreach=True) if tc["ema"] else None
     optimizer = torch.optim.AdamW(unet.parameters(), lr=tc["lr"], betas=(0.9, 0.999),

@@ -56,7 +56,8 @@ from fairdiff.plots import FigureWriter, bars_with_ci, image_grid
 result = study.run_study(profile, dataset, sets)  # every stage reused when `fairdiff study` ran first
 cfg, planted = result.cfg, result.planted
 figs = FigureWriter(cfg["profile"], cfg["dataset"], root=study.FIGURES)
-seeds, methods = sorted(result.per_seed["seed"].unique()), list(dict.fromkeys(result.per_seed["method"]))
+seeds = sorted(int(s) for s in result.per_seed["seed"].unique())
+methods = list(dict.fromkeys(result.per_seed["method"]))
 print(f"profile {cfg['profile']}: {len(methods)} methods x {len(seeds)} seeds; planted group "
       f"{planted.attribute}={planted.group}; results in {study.shown(result.folder)}")
 
@@ -95,9 +96,9 @@ for g in names:  # six images per group, blanks where a group has fewer
     real_rows += list(real_uint8(shown, ctx0.schema, cfg["data"]["resolution"])) + pad
     fake_rows += list(generated_uint8(manifest.loc[shown["id"]].reset_index())) + pad
 labels = [f"real {names[g]}" for g in names] + [f"baseline {names[g]}" for g in names]
-figs.figure(image_grid(real_rows + fake_rows, labels, ncols=6,
-                       title=f"{planted.attribute} groups: real (top) and baseline (bottom), seed {seeds[0]}"),
-            "06_groups_real_and_baseline")
+_ = figs.figure(image_grid(real_rows + fake_rows, labels, ncols=6,
+                           title=f"{planted.attribute} groups: real (top) and baseline (bottom), seed {seeds[0]}"),
+                "06_groups_real_and_baseline")
 
 # %% [markdown]
 # ## Is the planted gap visible to the evaluation?
@@ -136,8 +137,9 @@ result.per_seed.pivot_table(index=["seed", "method"], columns="metric", values="
 # %%
 means = result.method_means.merge(result.specs[["metric", "label"]], on="metric")
 figs.table(means, "06_method_means")
-means.assign(value=[study._ci(m, lo, hi) for m, lo, hi in zip(means["mean"], means["lo"], means["hi"])]).pivot(
-    index="label", columns="method", values="value").reindex(columns=methods)
+order = [label for label in result.specs["label"] if label in set(means["label"])]
+means.assign(value=[study.format_ci(m, lo, hi) for m, lo, hi in zip(means["mean"], means["lo"], means["hi"])]).pivot(
+    index="label", columns="method", values="value").reindex(index=order, columns=methods)
 
 # %% [markdown]
 # ## Paired effects against the baseline

@@ -189,8 +189,9 @@ def test_method_means_and_planted_summary():
     means = study.method_means(_per_seed()).set_index(["method", "metric"])
     assert means.loc[("baseline", "fid_gap"), "mean"] == 12 and means.loc[("baseline", "fid_gap"), "sd"] == 2
     assert means.loc[("fairbo", "fid_gap"), "n_seeds"] == 3
-    planted = pd.concat([study.planted_rows(_seed_tables(shift)["generation_metrics"], study.planted_group(_cfg(), SCHEMA))
-                         .assign(seed=seed) for seed, shift in enumerate([0.0, -15.0])])
+    group = study.planted_group(_cfg(), SCHEMA)
+    planted = pd.concat([study.planted_rows(_seed_tables(shift)["generation_metrics"], group).assign(seed=seed)
+                         for seed, shift in enumerate([0.0, -15.0])])
     summary = study.planted_summary(planted).set_index("seed")
     # seed 0: Asian 30 vs worst other 12, intervals (+-2) apart; seed 1: Asian 15, above 12 but overlapping
     assert summary.loc[0, "excess"] == 18 and summary.loc[0, "is_worst"] and summary.loc[0, "separated"]
@@ -230,8 +231,10 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
 
     calls = []
     monkeypatch.setattr(stages, "base", lambda ctx, progress=False: None)
+    monkeypatch.setattr(study, "_stamp_base", lambda ctx: None)
     monkeypatch.setattr(stages, "trained", lambda ctx, m, progress=False: calls.append(("train", ctx.cfg["seed"], m)))
-    monkeypatch.setattr(stages, "sampled", lambda ctx, m, split, progress=False: calls.append((split, ctx.cfg["seed"], m)))
+    monkeypatch.setattr(stages, "sampled",
+                        lambda ctx, m, split, progress=False: calls.append((split, ctx.cfg["seed"], m)))
     monkeypatch.setattr(stages, "generation_table", lambda ctx, m: None)
     monkeypatch.setattr(stages, "semantic_table", lambda ctx, m: None)
     monkeypatch.setattr(analysis, "evaluate", lambda ctx, methods: _seed_tables(shift=ctx.cfg["seed"]))
@@ -258,3 +261,17 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
 def test_load_results_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the study first"):
         study.load_results("study-smoke", root=tmp_path)
+
+
+def test_stamp_base_marks_only_the_current_base(tmp_path):
+    from fairdiff import stage_keys
+
+    ctx = study.seed_context("study-smoke", 0, root=tmp_path)
+    st = stage_keys.base_stage(ctx.cfg)
+    ctx.layout.base.mkdir(parents=True)
+    (ctx.layout.base / "base.json").write_text('{"key": "another-config"}')
+    study._stamp_base(ctx)
+    assert not stage_keys.is_current(ctx.layout.base, st)  # built from other settings: left alone
+    (ctx.layout.base / "base.json").write_text(f'{{"key": "{st.key}"}}')
+    study._stamp_base(ctx)
+    assert stage_keys.is_current(ctx.layout.base, st)

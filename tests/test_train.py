@@ -52,7 +52,7 @@ def test_three_steps_of_each_method_give_a_pipeline_stock_diffusers_loads(method
 
 def test_resume_continues_exactly(synthetic_fairgenmed, prepared_base, tmp_path):
     _, base = prepared_base
-    cfg = tiny_config(synthetic_fairgenmed, steps=6, checkpoint_every=3)
+    cfg = tiny_config(synthetic_fairgenmed, steps=6, checkpoint_every=3, log_every=4)  # rows pending across a save
     straight = train(cfg, "fairbo", tmp_path / "straight", str(base), base / "cache", progress=False)
     split = tmp_path / "split"
     train(cfg, "fairbo", split, str(base), base / "cache", progress=False, max_steps=3)
@@ -117,6 +117,28 @@ def test_metrics_rows_built_in_bulk_equal_rows_built_step_by_step(with_sigma):
     assert pd.DataFrame(expected).isna().any().any()  # the absent-group case was exercised
     assert pd.DataFrame(rows).to_csv(index=False) == pd.DataFrame(expected).to_csv(index=False)
     assert _metrics_rows([], schema.n_groups, cols) == []
+
+
+def test_cpu_adamw_uses_foreach_whose_updates_equal_the_per_tensor_loop_bit_for_bit():
+    """The trainer's multi-tensor AdamW must not change a CPU run's numbers (torch's fused CPU
+    kernel, faster still, rounds differently and is left out for that reason)."""
+    from fairdiff.train import _adamw_kernel
+
+    assert _adamw_kernel(torch.device("cpu")) == {"foreach": True}
+    assert _adamw_kernel(torch.device("cuda", 0)) == {"fused": True}
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(shape, generator=gen) for shape in [(16, 8), (16,), (3, 3, 4, 4), (1,)]]
+    grads = [[torch.randn(p.shape, generator=gen) for p in start] for _ in range(4)]
+    results = []
+    for kernel in ({"foreach": False}, _adamw_kernel(torch.device("cpu"))):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8, **kernel)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = g.clone()
+            opt.step()
+        results.append([p.detach() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def test_refuses_to_train_into_a_foreign_folder(prepared_base, tmp_path):

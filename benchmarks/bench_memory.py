@@ -19,6 +19,7 @@ Writes benchmarks/results/bench_memory.csv.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def child_train(root: Path, work: Path, args) -> dict:
         train_vae(pipe.vae, ImageRecordDataset(frame, schema, args.res, cache=False), v["steps"], v["batch_size"],
                   v["lr"], v["kl_weight"], seed=cfg["seed"], progress=False)
         pipe.save_pretrained(base)
+        del pipe  # as when prepare_base returns
+        gc.collect()
     out.update(n_images=n, base_s=time.perf_counter() - t0, base_mib=vm_hwm_mib())
     t0 = time.perf_counter()
     training_cache(cfg, str(base), work / "cache", progress=False)

@@ -274,7 +274,7 @@ class FairBayesianPerturbation:
     ``num_restarts`` and ``raw_samples`` are the UCB maximisation's (``optimize_acqf``; the
     authors': 5 and 20). ``warm_start=True`` starts each GP fit from the hyperparameters of the
     previous one instead of gpytorch's initial values (the authors' setting, ``warm_start=False``):
-    the fit then needs fewer iterations; see benchmarks/results/bo_warm_start.md for how much
+    the fit then needs fewer iterations; see benchmarks/results/bo_replay.md for how much
     time it saves and how far the chosen sigma moves.
 
     Distributed training: only rank 0 calls :meth:`update` (with losses and groups gathered from

@@ -49,7 +49,7 @@ import scipy.stats
 
 from fairdiff import io
 from fairdiff.env import WORK_ROOT
-from fairdiff.errors import ConfigError
+from fairdiff.errors import ConfigError, DataError
 
 FIGURES = WORK_ROOT / "figures" / "study"  # FigureWriter root: figures/study/<profile>/<dataset>/
 RESULT_FILES = ("per_seed", "planted_gap", "method_means", "paired_effects", "authors_ttest", "run_times")
@@ -445,6 +445,11 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
                          pd.concat(authors, ignore_index=True), _merge_times(folder / "run_times.csv",
                                                                              pd.DataFrame(times)), specs)
     write_results(result)
+    for metric, part in planted_summary(result.planted_gap).groupby("metric", sort=False):
+        mean, lo, hi = t_interval(part["excess"])
+        _say(f"planted gap check ({metric}, baseline): {planted.group} minus the worst other {planted.attribute} group "
+             f"{format_ci(mean, lo, hi, sign=True)}; {planted.group} worst in {int(part['is_worst'].sum())} of "
+             f"{len(part)} seeds, interval above all others in {int(part['separated'].sum())}")
     _say(f"study {cfg['profile']}: {len(seeds)} seeds x {len(methods)} methods in "
          f"{(time.perf_counter() - t_all) / 60:.1f} min; results in {shown(folder)}")
     return result
@@ -464,8 +469,8 @@ def load_results(profile: str = "study", dataset: str | None = None, sets=(), ro
     folder = study_root(ctx.cfg, root) / "results"
     missing = [n for n in (*RESULT_FILES, "metrics") if not (folder / f"{n}.csv").is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder}: no {', '.join(m + '.csv' for m in missing)}; run the study first "
-                                f"(fairdiff study --profile {profile})")
+        raise DataError(folder, None, f"the study's results ({', '.join(m + '.csv' for m in missing)}): run the study "
+                        f"first (fairdiff study --profile {profile})", "missing")
     frames = {n: pd.read_csv(folder / f"{n}.csv") for n in (*RESULT_FILES, "metrics")}
     frames["specs"] = frames.pop("metrics")
     return StudyResult(ctx.cfg, planted_group(ctx.cfg, ctx.schema), folder, **frames)

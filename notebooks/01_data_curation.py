@@ -30,7 +30,7 @@ profile = "smoke"  # smoke (CI, seconds) | mini (the default reproduction) | pap
 dataset = "fairgenmed"  # fairgenmed | ham10000 | chexpert
 data_root = None  # None: synthetic data in the real format; or a path to the real dataset folder
 seed = None  # None: the profile's seed
-sets = []  # key.path=value overrides, as with --set on the command line
+sets = []  # overrides in the form the --set option of the command line takes
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -27,7 +27,7 @@ profile = "smoke"
 dataset = "fairgenmed"
 data_root = None
 seed = None
-sets = []  # key.path=value overrides, as with --set on the command line
+sets = []  # overrides in the form the --set option of the command line takes
 
 # %%
 import pandas as pd

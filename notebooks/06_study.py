@@ -39,7 +39,7 @@
 # %% tags=["parameters"]
 profile = "study-smoke"
 dataset = None
-sets = []  # key.path=value overrides, as with --set on the command line
+sets = []  # overrides in the form the --set option of the command line takes
 sweep = True  # run (or reuse) the fairbo W x r sweep; `make study` passes False, `make study-sweep` True
 
 # %%

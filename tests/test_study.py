@@ -11,7 +11,7 @@ import pytest
 
 from fairdiff import study
 from fairdiff.config import load_config
-from fairdiff.errors import ConfigError
+from fairdiff.errors import ConfigError, DataError
 from fairdiff.schema import get_schema
 
 # ----------------------------------------------------------------------------- statistics
@@ -243,6 +243,8 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
                                    for m in ("baseline", "fairbo"))
     out = capsys.readouterr().out
     assert "seed 1/2 (seed=0) · baseline" in out and "seed 2/2 (seed=1) · fairbo" in out
+    # Asian minus the worst other group: 30 - 12 and 31 - 12
+    assert "planted gap check (fid, baseline): Asian minus the worst other race group +18.5 [" in out
     gap = result.paired_effects.set_index("metric").loc["fid_gap"]
     assert gap["diff"] == pytest.approx(-6.0) and gap["n_seeds"] == 2 and gap["p_signflip"] == pytest.approx(0.5)
     for name in study.RESULT_FILES:
@@ -259,7 +261,7 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
 
 
 def test_load_results_says_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the study first"):
+    with pytest.raises(DataError, match="run the study first"):
         study.load_results("study-smoke", root=tmp_path)
 
 

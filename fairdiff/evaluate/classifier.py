@@ -192,17 +192,24 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
 def batched(fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]], x, batch_size: int = 256,
             device: torch.device | str = "cpu", num_workers: int = 0) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Apply ``fn`` to an image source (see :func:`image_batches`) in batches on ``device``, without
-    gradients; concatenate the outputs on the CPU (tuples element-wise). Only one batch at a time
-    is in memory besides the outputs."""
-    outputs = []
+    gradients; the outputs (tuples element-wise) are gathered on the CPU.
+
+    Only one batch of images is in memory besides the outputs, which are written into tensors
+    allocated once after the first batch: many small outputs kept between large transient
+    batches would fragment the heap, and resident memory would then grow with the number of
+    images (measured: +60 KiB per 128 px image)."""
+    n, filled, outputs = len(x), 0, None
     for chunk in image_batches(x, batch_size, num_workers=num_workers):
         out = fn(chunk.to(device))
-        outputs.append(tuple(o.cpu() for o in out) if isinstance(out, tuple) else out.cpu())
-    if not outputs:
+        parts = out if isinstance(out, tuple) else (out,)
+        if outputs is None:
+            outputs = tuple(torch.empty((n, *p.shape[1:]), dtype=p.dtype) for p in parts)
+        for target, part in zip(outputs, parts):
+            target[filled:filled + len(part)] = part
+        filled += len(parts[0])
+    if outputs is None:
         raise ValueError("batched: the image source is empty")
-    if isinstance(outputs[0], tuple):
-        return tuple(torch.cat(parts) for parts in zip(*outputs))
-    return torch.cat(outputs)
+    return outputs if isinstance(out, tuple) else outputs[0]
 
 
 def predict_proba(model: nn.Module, images, batch_size: int = 256, num_workers: int = 0) -> np.ndarray:

@@ -236,16 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     import fairdiff
-    from fairdiff.errors import ConfigError, DataError, RunConflict
+    from fairdiff.errors import CheckpointError, ConfigError, DataError, PipelineNotFound, RunConflict
 
     fairdiff.env.setup()  # cache folders inside the project, offline, before heavy imports
     args = build_parser().parse_args(argv)
-    expected: tuple[type[BaseException], ...] = (ConfigError, DataError, RunConflict)
-    try:
-        from fairdiff.errors import CheckpointError
-        expected += (CheckpointError,)
-    except ImportError:
-        pass
+    expected = (ConfigError, DataError, RunConflict, CheckpointError, PipelineNotFound)
     try:
         return args.func(args)
     except expected as err:

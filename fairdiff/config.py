@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -299,6 +297,10 @@ def load_config(profile: str | Path = "mini", dataset: str | None = None, overri
             check_values(extra, origin, partial=True)
             cfg = _merge(cfg, extra)
     check_values(cfg, str(path))
+    e = cfg["evaluate"]  # local weight files, like data.root, are relative to the project
+    e["inception_weights"] = _project_path(e["inception_weights"])
+    for spec in e["classifiers"]:
+        spec["weights"] = _project_path(spec["weights"])
     if cfg["data"].get("root") is None:
         cfg["data"]["root"] = str(WORK_ROOT / "data" / "synthetic" / f"{dataset}-{cfg['profile']}")
         cfg["data"]["synthetic"] = True
@@ -309,10 +311,10 @@ def load_config(profile: str | Path = "mini", dataset: str | None = None, overri
     return cfg
 
 
-def config_hash(cfg: dict, *sections: str) -> str:
-    """A short, stable hash of (parts of) a config."""
-    part = {k: cfg[k] for k in sections} if sections else cfg
-    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def _project_path(value: str | None) -> str | None:
+    if value is None or Path(value).is_absolute():
+        return value
+    return str((PROJECT_ROOT / value).resolve())
 
 
 def dump(cfg: dict) -> str:

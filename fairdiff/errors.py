@@ -83,3 +83,8 @@ class CheckpointError(ValueError):
     def __init__(self, ckpt: str | Path, problems: list[str]):
         self.ckpt, self.problems = str(ckpt), list(problems)
         super().__init__(f"{self.ckpt}: cannot resume from this checkpoint: " + "; ".join(self.problems))
+
+
+class PipelineNotFound(OSError):
+    """``model.pretrained`` names no pipeline this machine can load
+    (:func:`fairdiff.models.pipeline_not_found_message` says what was tried and what to do)."""

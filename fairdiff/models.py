@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fairdiff.errors import PipelineNotFound  # noqa: F401 - raised here, importable from here
 from fairdiff.schema import Schema
 
 
@@ -108,10 +109,6 @@ def build_tiny_pipeline(model_cfg: dict, schema: Schema, resolution: int, seed: 
 
 
 WITHDRAWN_SD21 = "stabilityai/stable-diffusion-2-1"
-
-
-class PipelineNotFound(OSError):
-    """``model.pretrained`` names no pipeline this machine can load (see :func:`pipeline_not_found_message`)."""
 
 
 def pipeline_not_found_message(path_or_id: str | Path, err: BaseException) -> str:

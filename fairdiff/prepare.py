@@ -75,12 +75,17 @@ def prepare_base(cfg: dict, base_dir: str | Path, progress: bool = True, force: 
         io.write_text(stamp, json.dumps(summary, indent=1))
         stage_keys.write_stamp(base_dir, st, complete=True)
         return summary
-    frame = training_records(cfg)
-    images = load_images(frame, schema, cfg["data"]["resolution"], progress)
-    pipe = build_tiny_pipeline(cfg["model"], schema, cfg["data"]["resolution"], seed=cfg["seed"])
+    from fairdiff.data.dataset import ImageRecordDataset
+
+    frame, resolution = training_records(cfg), cfg["data"]["resolution"]
+    # Images are decoded per batch; a set under 64 MiB as float32 is kept after its first decode.
+    small = 4 * 3 * resolution * resolution * len(frame) <= 64 * 2**20
+    images = ImageRecordDataset(frame, schema, resolution, cache=small, preprocess=cfg["data"]["preprocess"])
+    pipe = build_tiny_pipeline(cfg["model"], schema, resolution, seed=cfg["seed"])
     v = cfg["vae"]
     losses = train_vae(pipe.vae, images, v["steps"], v["batch_size"], v["lr"], v["kl_weight"],
-                       seed=cfg["seed"], progress=progress)
+                       seed=cfg["seed"], progress=progress, num_workers=cfg["data"]["num_workers"],
+                       device=encode_settings(cfg)[0])
     with io.atomic_dir(base_dir) as tmp:
         pipe.save_pretrained(tmp)
         io.write_csv(tmp / "vae_loss.csv", pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}))

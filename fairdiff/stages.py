@@ -172,7 +172,8 @@ def vae_reconstructions(ctx: Context, n: int = 8):
 
     records = dataset(ctx)
     test = records[records["split"] == "test"].sort_values("id").head(n)
-    ds = ImageRecordDataset(test, ctx.schema, ctx.cfg["data"]["resolution"], cache=False)
+    ds = ImageRecordDataset(test, ctx.schema, ctx.cfg["data"]["resolution"], cache=False,
+                            preprocess=ctx.cfg["data"]["preprocess"])
     x = torch.stack([ds[i]["pixel_values"] for i in range(len(ds))])
     vae = load_pipeline(base_source(ctx.cfg, ctx.layout.base)).vae
     with torch.no_grad():
@@ -182,12 +183,15 @@ def vae_reconstructions(ctx: Context, n: int = 8):
 
 
 # ----------------------------------------------------------------------------- evaluation stages
-def _real_split(ctx: Context, records: pd.DataFrame, split: str):
-    from fairdiff.imagesets import cached_real, to_unit_tensor
+def _real_split(ctx: Context, records: pd.DataFrame, split: str | tuple[str, ...]):
+    """(records, uint8 image rows read from a disk cache) of one split or several: never all in memory."""
+    from fairdiff.imagesets import cached_real
 
-    frame = records[records["split"] == split].reset_index(drop=True)
-    images = cached_real(frame, ctx.schema, ctx.cfg["data"]["resolution"], ctx.layout.evaluation / "cache")
-    return frame, to_unit_tensor(images)
+    splits = (split,) if isinstance(split, str) else split
+    frame = records[records["split"].isin(splits)].reset_index(drop=True)
+    d = ctx.cfg["data"]
+    return frame, cached_real(frame, ctx.schema, d["resolution"], ctx.layout.evaluation / "cache",
+                              num_workers=d["num_workers"], preprocess=d["preprocess"])
 
 
 def domain_encoder(ctx: Context):
@@ -241,7 +245,7 @@ def _cached_table(path: Path, st: stage_keys.Stage, compute) -> pd.DataFrame:
 def generation_table(ctx: Context, method: str) -> pd.DataFrame:
     """FID, MiFID and IS (overall and per group, bootstrap intervals) of a method's test images."""
     from fairdiff.evaluate.features import generation_metrics
-    from fairdiff.imagesets import generated_uint8, to_unit_tensor
+    from fairdiff.imagesets import GeneratedImages
 
     manifest = sampled(ctx, method, "test")
     extractor = domain_encoder(ctx)
@@ -254,8 +258,8 @@ def generation_table(ctx: Context, method: str) -> pd.DataFrame:
 
         records = dataset(ctx)
         real_meta, real = _real_split(ctx, records, "test")
-        train_images = torch.cat([_real_split(ctx, records, split)[1] for split in ("train", "val")])
-        fake = to_unit_tensor(generated_uint8(manifest))
+        train_images = _real_split(ctx, records, ("train", "val"))[1]  # what the diffusion model trained on
+        fake = GeneratedImages(manifest)
         table = generation_metrics(
             real, fake, real_meta, manifest, ctx.schema, extractor, n_boot=e["n_boot"],
             min_group_size=e["min_group_size"], seed=ctx.cfg["seed"], splits=e["is_splits"], mifid_eps=e["mifid_eps"],
@@ -272,10 +276,10 @@ def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
     """Classifiers trained on ``source`` images (``real`` or a method's generated train images),
     selected on real val, scored on real test, for every classifier task of the schema and every
     classifier of ``evaluate.classifiers``."""
-    from fairdiff.evaluate.classifier import semantic_evaluation, train_classifier
-    from fairdiff.imagesets import generated_uint8, to_unit_tensor
+    from fairdiff.evaluate.classifier import classifier_settings, semantic_evaluation, train_classifier
+    from fairdiff.imagesets import GeneratedImages
 
-    e = ctx.cfg["evaluate"]
+    e, workers = ctx.cfg["evaluate"], ctx.cfg["data"]["num_workers"]
     if source == "real":
         inputs = {"source": "real", "data": stage_keys.stage("dataset", ctx.cfg).key}
     else:
@@ -291,19 +295,17 @@ def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
             train_meta, train_x = _real_split(ctx, records, "train")
         else:
             train_meta = pd.read_csv(ctx.layout.samples(source) / "train" / "manifest.csv", dtype={"id": str})
-            train_x = to_unit_tensor(generated_uint8(train_meta))
+            train_x = GeneratedImages(train_meta)
         tables = []
         for spec in e["classifiers"]:
             for task in ctx.schema.classifier_tasks:
                 n_classes = ctx.schema.label(task).n_classes
                 model, _ = train_classifier(train_x, train_meta[task].to_numpy(), val_x, val_meta[task].to_numpy(),
-                                            n_classes, epochs=spec["epochs"], batch_size=spec["batch_size"],
-                                            lr=spec["lr"], seed=ctx.cfg["seed"], arch=spec["arch"],
-                                            in_res=spec["image_size"] or ctx.cfg["data"]["resolution"],
-                                            weights_path=spec["weights"])
+                                            n_classes, seed=ctx.cfg["seed"], num_workers=workers,
+                                            **classifier_settings(spec, ctx.cfg["data"]["resolution"]))
                 tables.append(semantic_evaluation(model, test_x, test_meta[task].to_numpy(), test_meta, ctx.schema,
-                                                  task, n_boot=e["n_boot"], seed=ctx.cfg["seed"])
-                              .assign(classifier=spec["arch"]))
+                                                  task, n_boot=e["n_boot"], seed=ctx.cfg["seed"], num_workers=workers)
+                              .assign(classifier=spec["arch"], init=model.init))
         return pd.concat(tables, ignore_index=True).assign(source=source)
 
     return _cached_table(ctx.layout.evaluation / f"semantic-{source}.csv", st, compute)
@@ -312,6 +314,7 @@ def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
 def _attribute_classifiers(ctx: Context) -> dict:
     """One classifier per sensitive attribute (the first of ``evaluate.classifiers``), trained on
     real training images, the epoch chosen on real validation images; once per context."""
+    from fairdiff.evaluate.classifier import classifier_settings
     from fairdiff.evaluate.fidelity import train_attribute_classifiers
 
     if "attribute_classifiers" not in ctx.memo:
@@ -319,9 +322,8 @@ def _attribute_classifiers(ctx: Context) -> dict:
         train_meta, train_x = _real_split(ctx, records, "train")
         val_meta, val_x = _real_split(ctx, records, "val")
         ctx.memo["attribute_classifiers"] = train_attribute_classifiers(
-            train_x, train_meta, val_x, val_meta, ctx.schema, epochs=spec["epochs"], batch_size=spec["batch_size"],
-            lr=spec["lr"], seed=ctx.cfg["seed"], arch=spec["arch"],
-            in_res=spec["image_size"] or ctx.cfg["data"]["resolution"], weights_path=spec["weights"])
+            train_x, train_meta, val_x, val_meta, ctx.schema, seed=ctx.cfg["seed"],
+            num_workers=ctx.cfg["data"]["num_workers"], **classifier_settings(spec, ctx.cfg["data"]["resolution"]))
     return ctx.memo["attribute_classifiers"]
 
 
@@ -330,7 +332,7 @@ def fidelity_table(ctx: Context, source: str) -> pd.DataFrame:
     classifiers trained on real images, on real test images (``source="real"``: the ceiling) or on a
     method's generated test images labelled with their prompted group."""
     from fairdiff.evaluate.fidelity import attribute_fidelity
-    from fairdiff.imagesets import generated_uint8, to_unit_tensor
+    from fairdiff.imagesets import GeneratedImages
 
     if source == "real":
         inputs = {"source": "real", "data": stage_keys.stage("dataset", ctx.cfg).key}
@@ -344,7 +346,7 @@ def fidelity_table(ctx: Context, source: str) -> pd.DataFrame:
             meta, images = _real_split(ctx, dataset(ctx), "test")
         else:
             meta = pd.read_csv(ctx.layout.samples(source) / "test" / "manifest.csv", dtype={"id": str})
-            images = to_unit_tensor(generated_uint8(meta))
+            images = GeneratedImages(meta)
         return attribute_fidelity(_attribute_classifiers(ctx), images, meta, ctx.schema, source)
 
     return _cached_table(ctx.layout.evaluation / f"fidelity-{source}.csv", st, compute)
@@ -353,19 +355,17 @@ def fidelity_table(ctx: Context, source: str) -> pd.DataFrame:
 def closest_pairs(ctx: Context, method: str, n: int = 6):
     """The ``n`` generated test images of ``method`` closest to a training image in the extractor's
     feature space: (generated uint8, training uint8, table with ids and distances)."""
-    import torch
+    import numpy as np
 
     from fairdiff.evaluate.memorisation import closest_pairs as pairs
-    from fairdiff.imagesets import generated_uint8, to_unit_tensor
+    from fairdiff.imagesets import GeneratedImages
 
     extractor, records = domain_encoder(ctx), dataset(ctx)
     manifest = sampled(ctx, method, "test")
-    fake = generated_uint8(manifest)
-    frames = [_real_split(ctx, records, split) for split in ("train", "val")]
-    train_meta = pd.concat([f for f, _ in frames], ignore_index=True)
-    train_x = torch.cat([x for _, x in frames])
-    table = pairs(extractor.features(to_unit_tensor(fake)).numpy(), extractor.features(train_x).numpy(), n)
+    fake = GeneratedImages(manifest)
+    train_meta, train_rows = _real_split(ctx, records, ("train", "val"))
+    table = pairs(extractor.features(fake).numpy(), extractor.features(train_rows).numpy(), n)
     table["fake_id"] = manifest["id"].to_numpy()[table["fake_index"]]
     table["train_id"] = train_meta["id"].to_numpy()[table["train_index"]]
-    train_u8 = (train_x[table["train_index"].to_numpy()] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return fake[table["fake_index"].to_numpy()], train_u8, table
+    fake_u8 = np.stack([fake[int(i)].permute(1, 2, 0).numpy() for i in table["fake_index"]])  # HWC, as the rows
+    return fake_u8, np.asarray(train_rows[table["train_index"].to_numpy()]), table

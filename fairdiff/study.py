@@ -1,7 +1,7 @@
 """The controlled multi-seed study: does Fair Bayesian Perturbation narrow group gaps?
 
 A profile (``configs/study.yaml``) plants a disparity in the synthetic data: one group is made rare
-and harder to draw (``data.synth``, stated in the dataset's ``synth_params.json``), and the data's
+and different to draw (``data.synth``, stated in the dataset's ``synth_params.json``), and the data's
 seed (``data.seed``) is fixed, so every training seed sees the same subjects. For each seed of
 ``study.seeds`` every method of ``methods`` is trained, sampled and evaluated through the ordinary
 stages (:mod:`fairdiff.stages`, :func:`fairdiff.analysis.evaluate`): within a seed all methods start

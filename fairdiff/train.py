@@ -225,7 +225,7 @@ def _make_perturbation(cfg: dict, method: str, rank: int) -> FairBayesianPerturb
                                     exploitation=f["exploitation"], beta=f["beta"], clamp=f["clamp"],
                                     seed=cfg["seed"], bo=(method == "fairbo"), rank=rank,
                                     num_restarts=f["bo_restarts"], raw_samples=f["bo_raw_samples"],
-                                    warm_start=f.get("warm_start", False))  # TODO(lead): fbp.warm_start in the profiles
+                                    warm_start=f["warm_start"])
 
 
 def _per_sample_loss(unet, noise_scheduler, cache: TrainingCache, idx: torch.Tensor, uncond_prob: float, device):

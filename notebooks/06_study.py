@@ -18,9 +18,10 @@
 # method works: its intervals overlap. Here the ground truth is known and every method is run with
 # several seeds:
 #
-# 1. **A planted disparity.** The synthetic generator makes one group rare *and* harder to draw
-#    (`data.synth` of the profile, written to the dataset's `synth_params.json`); a second group is
-#    rare but not harder, as a control. The data's seed is fixed, so every training seed sees the
+# 1. **A planted disparity.** The synthetic generator makes one group rare *and* different to draw
+#    (`data.synth` of the profile, written to the dataset's `synth_params.json`; in the `study`
+#    profile: 8 % of subjects, a darker, mottled fundus and larger discs); a second group is rare but
+#    drawn like the majority, as a control. The data's seed is fixed, so every training seed sees the
 #    same subjects. We first check that the baseline shows the planted gap.
 # 2. **Paired runs.** For each seed, every method starts from the same base pipeline and initial
 #    weights and is scored by the same feature extractor and classifiers (all through the ordinary
@@ -81,8 +82,8 @@ counts
 
 # %% [markdown]
 # Real test images of each group (first rows of the test split) and the baseline's images for the
-# same prompts (first seed): the planted group's images are noisier, lower in contrast and more
-# variable.
+# same prompts (first seed), to see what the planted difference looks like at the training
+# resolution.
 
 # %%
 from fairdiff.imagesets import generated_uint8, real_uint8
@@ -104,8 +105,9 @@ _ = figs.figure(image_grid(real_rows + fake_rows, labels, ncols=6,
 # ## Is the planted gap visible to the evaluation?
 # Each seed's baseline: the FID of every group of the planted attribute against that group's real
 # test images, with its interval. The planted group is small, and FID is biased upwards on small
-# sets, so the rare-but-not-harder control group is the fair comparison (KID, an unbiased
-# estimate, where the evaluation table has it).
+# sets, so the rare control group drawn like the majority is the fair comparison, and so are the
+# size-matched FID (every group subsampled to the same size) and KID (unbiased), where the
+# evaluation table has them.
 
 # %%
 gap_rows = result.planted_gap

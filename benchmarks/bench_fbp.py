@@ -16,7 +16,7 @@ them; the table gives each setting's time and how far its chosen sigma is from t
     .venv/bin/python benchmarks/bench_fbp.py [--windows 3] [--events 5] [--trace FILE]
     .venv/bin/python benchmarks/bench_fbp.py --record RUN_DIR [--trace FILE]   # make a trace
 
-Prints tables and writes benchmarks/results/bench_fbp.csv and bo_replay.md (the replay: a
+Prints tables and writes benchmarks/results/bench_fbp.csv and benchmarks/results/bo_replay.md (the replay: a
 summary and one row per event). The machine's load average is recorded too: on a shared machine,
 timings are only comparable at similar load.
 """

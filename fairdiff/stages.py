@@ -234,6 +234,15 @@ def _table_stage(ctx: Context, table: str, inputs: dict, **identity) -> stage_ke
                             st.inputs, st.identity)
 
 
+def _source_inputs(ctx: Context, source: str, split: str) -> dict:
+    """The stage inputs of a table made from ``source`` images: the real dataset, or a method's
+    generated ``split`` (sampled first, so the key names what exists)."""
+    if source == "real":
+        return {"source": "real", "data": stage_keys.stage("dataset", ctx.cfg).key}
+    sampled(ctx, source, split)
+    return {"samples": stage_keys.sample_stage(ctx.cfg, source, split).key}
+
+
 def _cached_table(path: Path, st: stage_keys.Stage, compute) -> pd.DataFrame:
     """A table regenerated only when its own key changes."""
     if not (path.is_file() and stage_keys.is_current(path, st)):
@@ -280,12 +289,7 @@ def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
     from fairdiff.imagesets import GeneratedImages
 
     e, workers = ctx.cfg["evaluate"], ctx.cfg["data"]["num_workers"]
-    if source == "real":
-        inputs = {"source": "real", "data": stage_keys.stage("dataset", ctx.cfg).key}
-    else:
-        sampled(ctx, source, "train")
-        inputs = {"samples": stage_keys.sample_stage(ctx.cfg, source, "train").key}
-    st = _table_stage(ctx, "semantic", inputs, source=source)
+    st = _table_stage(ctx, "semantic", _source_inputs(ctx, source, "train"), source=source)
 
     def compute():
         records = dataset(ctx)
@@ -334,12 +338,7 @@ def fidelity_table(ctx: Context, source: str) -> pd.DataFrame:
     from fairdiff.evaluate.fidelity import attribute_fidelity
     from fairdiff.imagesets import GeneratedImages
 
-    if source == "real":
-        inputs = {"source": "real", "data": stage_keys.stage("dataset", ctx.cfg).key}
-    else:
-        sampled(ctx, source, "test")
-        inputs = {"samples": stage_keys.sample_stage(ctx.cfg, source, "test").key}
-    st = _table_stage(ctx, "fidelity", inputs, source=source)
+    st = _table_stage(ctx, "fidelity", _source_inputs(ctx, source, "test"), source=source)
 
     def compute():
         if source == "real":

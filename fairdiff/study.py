@@ -418,8 +418,9 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
     folder = study_root(cfg, root) / "results"
     times, per_seed, planted_frames, authors = [], [], [], []
     t_all = time.perf_counter()
-    for i, seed in enumerate(seeds, 1):
-        ctx = seed_context(profile, seed, dataset, sets, root)
+    # Every seed's config is resolved before any work, so the whole study runs on one reading of the profiles.
+    contexts = [seed_context(profile, seed, dataset, sets, root) for seed in seeds]
+    for i, (seed, ctx) in enumerate(zip(seeds, contexts), 1):
         _timed(times, seed, "all", "base", lambda: stages.base(ctx, progress))  # the seed's VAE
         _stamp_base(ctx)
         for method in methods:
@@ -520,13 +521,16 @@ def run_sweep(profile: str = "study", dataset: str | None = None, sets=(), root:
     seeds, grid = list(cfg["study"]["sweep_seeds"]), sweep_grid(cfg)
     folder = study_root(cfg, root) / "results"
     rows, t_all, n_done = [], time.perf_counter(), 0
+    # every run's config resolved before any work: the whole sweep runs on one reading of the profiles
+    contexts = {(seed, cell): seed_context(profile, seed, dataset, sets, root, sweep=cell)
+                for seed in seeds for cell in [None, *grid]}
     for seed in seeds:
-        main = seed_context(profile, seed, dataset, sets, root)
+        main = contexts[(seed, None)]
         base_gen = stages.generation_table(main, "baseline")
         for w, r in grid:
             n_done += 1
             t0 = time.perf_counter()
-            cell = seed_context(profile, seed, dataset, sets, root, sweep=(w, r))
+            cell = contexts[(seed, (w, r))]
             if cell.layout.root != main.layout.root:
                 _share_seed_work(main, cell)
             gen = pd.concat([base_gen, stages.generation_table(cell, "fairbo")], ignore_index=True)
@@ -644,10 +648,18 @@ def reading(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
         lines.append(
             f"- **Planted gap.** In the baseline, {p.attribute}={p.group} has FID {_fmt(fid['planted'].mean())} on "
             f"average over {n} seeds against {_fmt(fid['worst_other'].mean())} for the worst other {p.attribute} group "
-            f"(difference {format_ci(*ex, sign=True)}); it is the worst group in {int(fid['is_worst'].sum())} of {len(fid)} "
-            f"seeds and its interval lies above every other group's in {int(fid['separated'].sum())}. "
+            f"(difference {format_ci(*ex, sign=True)}); it is the worst group in {int(fid['is_worst'].sum())} of "
+            f"{len(fid)} seeds and its interval lies above every other group's in {int(fid['separated'].sum())}. "
             + ("The planted disparity is **visible** to the evaluation." if visible else
                "The planted disparity is **not clearly visible** at this scale, so a method has little to narrow."))
+        rows = result.planted_gap
+        for metric, what in (("fid_matched", "Size-matched FID (every group subsampled to the same size)"),
+                             ("kid", "KID (unbiased at any size)")):
+            part = rows[rows["metric"] == metric]
+            if len(part):
+                per_group = part.groupby("group", sort=False)["value"].mean()
+                lines.append(f"  {what} per {p.attribute} group, mean over seeds: "
+                             + ", ".join(f"{g} {_fmt(v)}" for g, v in per_group.items()) + ".")
     if ("fairbo", "fid_gap") in effects.index:
         gap = effects.loc[("fairbo", "fid_gap")]
         base_gap = means.loc[("baseline", "fid_gap"), "mean"]

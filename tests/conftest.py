@@ -22,6 +22,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """Every path PIL opens during the test (loaders must never open a file outside the dataset)."""
+    from PIL import Image
+    paths, real_open = [], Image.open
+
+    def spy(fp, *args, **kwargs):
+        paths.append(str(fp))
+        return real_open(fp, *args, **kwargs)
+    monkeypatch.setattr(Image, "open", spy)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def synthetic_fairgenmed(tmp_path_factory) -> Path:
     from fairdiff.data.synth.fairgenmed import generate_fairgenmed

@@ -357,19 +357,6 @@ def noisy_jpeg(path: Path, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture
-def opened(monkeypatch) -> list[str]:
-    """Every path PIL opens during the test."""
-    from PIL import Image
-    paths, real_open = [], Image.open
-
-    def spy(fp, *args, **kwargs):
-        paths.append(str(fp))
-        return real_open(fp, *args, **kwargs)
-    monkeypatch.setattr(Image, "open", spy)
-    return paths
-
-
 @pytest.mark.parametrize("kind", ["absolute", "climbs out"])
 def test_film_path_outside_the_root_is_rejected_and_never_opened(cxr_copy, tmp_path, opened, kind):
     outside = noisy_jpeg(tmp_path / "outside" / "patient99999" / "study1" / "view1_frontal.jpg")

@@ -352,19 +352,6 @@ def point_first_train_row_at(root: Path, target: str) -> str:
     return frame["image_id"].iloc[0]
 
 
-@pytest.fixture
-def opened(monkeypatch) -> list[str]:
-    """Every path PIL opens during the test."""
-    from PIL import Image
-    paths, real_open = [], Image.open
-
-    def spy(fp, *args, **kwargs):
-        paths.append(str(fp))
-        return real_open(fp, *args, **kwargs)
-    monkeypatch.setattr(Image, "open", spy)
-    return paths
-
-
 @pytest.mark.parametrize("kind", ["absolute", "climbs out"])
 def test_image_path_outside_the_root_is_rejected_and_never_opened(ham_copy, tmp_path, opened, kind):
     write_medfair_split(ham_copy)

@@ -85,7 +85,8 @@ SCHEMA = get_schema("fairgenmed")
 
 
 def _cfg(**study_overrides):
-    cfg = load_config("study-smoke")
+    """study-smoke with Asian as the planted group (the constructed tables below plant it there)."""
+    cfg = load_config("study-smoke", sets=["study.planted.group=Asian"])
     cfg["study"].update(study_overrides)
     return cfg
 
@@ -238,7 +239,7 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(stages, "generation_table", lambda ctx, m: None)
     monkeypatch.setattr(stages, "semantic_table", lambda ctx, m: None)
     monkeypatch.setattr(analysis, "evaluate", lambda ctx, methods: _seed_tables(shift=ctx.cfg["seed"]))
-    result = study.run_study("study-smoke", root=tmp_path)
+    result = study.run_study("study-smoke", sets=["study.planted.group=Asian"], root=tmp_path)
     assert sorted(calls) == sorted((s, seed, m) for s in ("train", "test", "train") for seed in (0, 1)
                                    for m in ("baseline", "fairbo"))
     out = capsys.readouterr().out
@@ -250,7 +251,7 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
     for name in study.RESULT_FILES:
         assert (tmp_path / "study-smoke" / "results" / f"{name}.csv").is_file()
     assert set(result.run_times["stage"]) == {"base", "train", "sample", "evaluate"}
-    again = study.load_results("study-smoke", root=tmp_path)
+    again = study.load_results("study-smoke", sets=["study.planted.group=Asian"], root=tmp_path)
     pd.testing.assert_frame_equal(again.paired_effects, pd.read_csv(tmp_path / "study-smoke" / "results" /
                                                                     "paired_effects.csv"))
     table = study.readme_table(again)

@@ -14,7 +14,6 @@ once, for figures.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from fairdiff import arrays, io
 from fairdiff.arrays import NpyRows
 from fairdiff.data.images import load_image, pipeline_kwargs, prepare_uint8, to_anatomical
 from fairdiff.schema import Schema
+from fairdiff.stage_keys import digest
 
 
 def real_pixels(path: str | Path, schema: Schema, resolution: int, preprocess: str = "ours") -> torch.Tensor:
@@ -93,8 +93,7 @@ def cached_real(frame: pd.DataFrame, schema: Schema, resolution: int, cache_dir:
     The file is built in batches (``num_workers`` DataLoader workers decode) under a temporary
     name and renamed when complete; the reader fetches only the rows asked for, so neither step
     holds the set in memory. ``np.asarray(result)`` loads it whole."""
-    named = "|".join(frame["id"].astype(str)) + f"@{resolution}" + ("" if preprocess == "ours" else f"/{preprocess}")
-    path = Path(cache_dir) / f"real-{hashlib.sha256(named.encode()).hexdigest()[:16]}.npy"
+    path = Path(cache_dir) / f"real-{digest(list(frame['id'].astype(str)), resolution, preprocess)}.npy"
     if not path.is_file():
         images = RealImages(frame, schema, resolution, preprocess)
         with io.atomic_path(path) as tmp:

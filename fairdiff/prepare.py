@@ -8,7 +8,6 @@ passes at every training step (the authors' script runs both each step).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -167,9 +166,9 @@ def training_cache(cfg: dict, source: str, cache_dir: str | Path, progress: bool
     if frame.empty:
         raise ValueError(f"{cfg['data']['root']}: no train or val records to build the training cache from")
     device, dtype = encode_settings(cfg)
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, source, _source_fingerprint(source), cfg["data"]["resolution"],
-                                     cfg["data"].get("preprocess", "ours"), device.type, str(dtype), batch_size,
-                                     list(frame["id"]), list(frame["prompt"])]).encode()).hexdigest()[:16]
+    key = stage_keys.digest(CACHE_FORMAT, source, _source_fingerprint(source), cfg["data"]["resolution"],
+                            cfg["data"]["preprocess"], device.type, str(dtype), batch_size, list(frame["id"]),
+                            list(frame["prompt"]))
     folder = Path(cache_dir) / f"train-{key}"
     if not (folder / "meta.json").is_file():
         _build_cache(folder, key, frame, cfg, source, device, dtype, batch_size, progress)

@@ -224,7 +224,8 @@ _NOT_READ_BY = {"generation": ("evaluate.classifiers",),
                              "evaluate.jackknife_blocks", "evaluate.kid_", "evaluate.prdc_k", "evaluate.size_matched",
                              "evaluate.copy_quantile", "evaluate.n_boot"),
                 "semantic": ("evaluate.encoder", "evaluate.inception_weights", "evaluate.is_splits",
-                             "evaluate.mifid_eps")}
+                             "evaluate.mifid_eps", "evaluate.jackknife_blocks", "evaluate.kid_", "evaluate.prdc_k",
+                             "evaluate.size_matched", "evaluate.copy_quantile")}
 
 
 def _table_stage(ctx: Context, table: str, inputs: dict, **identity) -> stage_keys.Stage:

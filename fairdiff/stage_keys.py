@@ -107,8 +107,10 @@ def sample_stage(cfg: dict, method: str, split: str, train_key: str | None = Non
 
 # ----------------------------------------------------------------------------- stamps
 def stamp_path(target: str | Path) -> Path:
+    """``<folder>/stage.json`` for a folder (an existing one, or a name without a suffix), else
+    ``<file>.stage.json`` beside the file."""
     target = Path(target)
-    return target / STAMP if target.suffix == "" else target.with_name(target.name + ".stage.json")
+    return target / STAMP if target.is_dir() or target.suffix == "" else target.with_name(target.name + ".stage.json")
 
 
 def read_stamp(target: str | Path) -> dict | None:

@@ -64,6 +64,11 @@ def test_settings_changes_reuse_refuse_and_move_aside_but_never_delete(synthetic
     ctx = stages.context(profile, runs=runs)
     run = stages.trained(ctx, "baseline")
     before = _fingerprint(run)
+    base_before = _fingerprint(ctx.layout.base)
+    assert stage_keys.is_current(ctx.layout.base, stage_keys.base_stage(ctx.cfg))
+    stages.base(ctx)  # the base stage is reused too, not rebuilt
+    assert _fingerprint(ctx.layout.base) == base_before
+    assert not [p for p in ctx.layout.root.iterdir() if p.name.endswith(".stage.json")]
 
     # Evaluation- and sampling-only changes: the same run, untouched (content and mtime).
     again = stages.context(profile, runs=runs, sets=["evaluate.n_boot=7", "sample.guidance_scale=2.0"])

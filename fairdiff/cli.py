@@ -145,7 +145,8 @@ def _cmd_study(args) -> int:
     from fairdiff import study
 
     if args.table:
-        print(study.readme_table(study.load_results(args.profile, args.dataset, args.sets)), end="")
+        print(study.readme_table(study.load_results(args.profile, args.dataset, args.sets),
+                                 study.load_sweep(args.profile, args.dataset, args.sets)), end="")
         return 0
     if args.sweep:
         study.run_sweep(args.profile, args.dataset, args.sets)

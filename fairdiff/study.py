@@ -52,7 +52,8 @@ from fairdiff.env import WORK_ROOT
 from fairdiff.errors import ConfigError, DataError
 
 FIGURES = WORK_ROOT / "figures" / "study"  # FigureWriter root: figures/study/<profile>/<dataset>/
-RESULT_FILES = ("per_seed", "planted_gap", "method_means", "paired_effects", "authors_ttest", "run_times")
+RESULT_FILES = ("per_seed", "planted_gap", "method_means", "paired_effects", "authors_ttest", "fairbo_sigma",
+                "run_times")
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -253,6 +254,18 @@ def planted_rows(gen: pd.DataFrame, planted: Planted, method: str = "baseline") 
     return rows[keep].assign(planted=rows["group"] == planted.group).reset_index(drop=True)
 
 
+def final_sigmas(run: Path, tail: float = 0.1) -> pd.DataFrame:
+    """The perturbation scale fairbo ended with, per group (mean of sigma over the last ``tail`` of
+    the steps, from the run's metrics.csv): whether BO singled out a group. Empty without a log."""
+    path = Path(run) / "metrics.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=["group", "sigma"])
+    log = pd.read_csv(path)
+    cols = [c for c in log.columns if c.startswith("sigma[")]
+    last = log[cols].iloc[-max(1, int(len(log) * tail)):].mean()
+    return pd.DataFrame({"group": [c[len("sigma["):-1] for c in cols], "sigma": last.to_numpy()})
+
+
 def authors_ttest_rows(sem: pd.DataFrame, schema, planted: Planted, methods) -> pd.DataFrame:
     """Per method: the authors' bootstrap t-test of its classifier against the baseline's (AUC of
     the first task, ES-AUC over the planted attribute), from the bootstrap summaries."""
@@ -346,6 +359,7 @@ class StudyResult:
     method_means: pd.DataFrame
     paired_effects: pd.DataFrame
     authors_ttest: pd.DataFrame
+    fairbo_sigma: pd.DataFrame
     run_times: pd.DataFrame
     specs: pd.DataFrame
 
@@ -416,7 +430,7 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
     if "baseline" not in methods:
         raise ConfigError(f"profile {cfg['profile']}: methods: the study compares against baseline; add it")
     folder = study_root(cfg, root) / "results"
-    times, per_seed, planted_frames, authors = [], [], [], []
+    times, per_seed, planted_frames, authors, sigmas = [], [], [], [], []
     t_all = time.perf_counter()
     # Every seed's config is resolved before any work, so the whole study runs on one reading of the profiles.
     contexts = [seed_context(profile, seed, dataset, sets, root) for seed in seeds]
@@ -438,13 +452,16 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
         per_seed.append(seed_metrics(tables, ctx.cfg, schema, methods).assign(seed=seed))
         planted_frames.append(planted_rows(tables["generation_metrics"], planted).assign(seed=seed))
         authors.append(authors_ttest_rows(tables["semantic_metrics"], schema, planted, methods).assign(seed=seed))
+        if "fairbo" in methods:
+            sigmas.append(final_sigmas(ctx.layout.method("fairbo")).assign(seed=seed))
     per_seed = pd.concat(per_seed, ignore_index=True)
     gen_any = tables["generation_metrics"]
     specs = metric_specs(cfg, schema, gen_any)
     result = StudyResult(cfg, planted, folder, per_seed, pd.concat(planted_frames, ignore_index=True),
                          method_means(per_seed), paired_effects(per_seed, specs),
-                         pd.concat(authors, ignore_index=True), _merge_times(folder / "run_times.csv",
-                                                                             pd.DataFrame(times)), specs)
+                         pd.concat(authors, ignore_index=True),
+                         pd.concat(sigmas, ignore_index=True) if sigmas else pd.DataFrame(columns=["group", "sigma"]),
+                         _merge_times(folder / "run_times.csv", pd.DataFrame(times)), specs)
     write_results(result)
     for metric, part in planted_summary(result.planted_gap).groupby("metric", sort=False):
         mean, lo, hi = t_interval(part["excess"])
@@ -594,9 +611,10 @@ def _p(p: float) -> str:
     return "nan" if not np.isfinite(p) else (f"{p:.2g}" if p >= 0.001 else f"{p:.1e}")
 
 
-def readme_table(result: StudyResult) -> str:
-    """The README's "Does it work?" table: per metric, the baseline's mean over seeds and every
-    method's paired difference from it (95 % t interval; Holm-adjusted sign-flip p), markdown."""
+def readme_table(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
+    """The README's "Does it work?" tables (markdown): per metric, the baseline's mean over seeds and
+    every method's paired difference from it (95 % t interval; Holm-adjusted sign-flip p); with
+    ``sweep``, the W x r grid of fairbo's FID-gap reduction."""
     from fairdiff.report import markdown_table
 
     means = result.method_means.set_index(["method", "metric"])
@@ -617,7 +635,19 @@ def readme_table(result: StudyResult) -> str:
     note = (f"Mean over {n} seeds [95 % t interval]; differences are paired by seed; p: exact sign-flip test over "
             f"seeds, Holm-adjusted across the {len(rows)} metrics of each method (smallest possible p with {n} seeds: "
             f"{2 / 2 ** n:.3g}). From `{shown(result.folder)}`.")
-    return markdown_table(pd.DataFrame(rows)) + "\n\n" + note + "\n"
+    out = markdown_table(pd.DataFrame(rows)) + "\n\n" + note + "\n"
+    cells = None if sweep is None else sweep[sweep["metric"] == "fid"]
+    if cells is not None and len(cells):
+        grid = cells.assign(text=[f"{format_ci(m, lo, hi, sign=True)}; overall FID {c:+.3g}" for m, lo, hi, c in
+                                  zip(cells["reduction"], cells["lo"], cells["hi"], cells["overall_change"])])
+        grid = grid.pivot(index="window", columns="exploitation", values="text")
+        grid = grid.rename(columns=lambda r: f"r = {r:g}").reset_index().rename(columns={"window": "W"})
+        out += ("\n" + markdown_table(grid) + "\n\n"
+                f"fairbo's {result.planted.attribute} FID-gap reduction (baseline gap minus fairbo gap, same seed; "
+                f"positive = narrower), mean [95 % t interval] over {int(cells['n_seeds'].max())} seed(s), and the "
+                "mean change of overall FID (fairbo minus baseline; positive = worse). From `"
+                f"{shown(result.folder / 'sweep_cells.csv')}`.\n")
+    return out
 
 
 def _effect_sentence(e, baseline_mean: float) -> str:
@@ -667,7 +697,8 @@ def reading(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
         widens = gap["lo"] > 0
         answer = ("**Yes, here fairbo narrows the gap**" if narrows else
                   "**No, here fairbo widens the gap**" if widens else
-                  "**Not detectably: fairbo's effect on the gap is indistinguishable from 0 here**")
+                  "**Not detectably: fairbo's effect on the gap is indistinguishable from 0 here**; the mean "
+                  f"difference points to a {'wider' if gap['diff'] > 0 else 'narrower'} gap")
         lines.append(f"- **Does fairbo narrow the gap?** {answer}. " + _effect_sentence(gap, base_gap) + ".")
         if not (narrows or widens) and np.isfinite(gap["lo"]) and base_gap:
             lines.append(f"  With {n} seeds the data are compatible with anything from a "
@@ -677,6 +708,18 @@ def reading(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
             if ("fairbo", metric) in effects.index:
                 lines.append("  - " + _effect_sentence(effects.loc[("fairbo", metric)],
                                                        means.loc[("baseline", metric), "mean"]) + ".")
+        sig = result.fairbo_sigma
+        mine = sig[sig["group"] == f"{p.attribute}={p.group}"]["sigma"]
+        if len(mine):
+            others = sig[sig["group"] != f"{p.attribute}={p.group}"]["sigma"]
+            lines.append(f"  - Why: BO moved the perturbation scales from 1 to {_fmt(sig['sigma'].mean(), 2)} on "
+                         f"average (every group, last 10 % of training); the planted group's ended at "
+                         f"{_fmt(mine.mean(), 2)} (range {_fmt(mine.min(), 2)}-{_fmt(mine.max(), 2)} over seeds), the "
+                         f"others' at {_fmt(others.mean(), 2)}: "
+                         + ("BO did not single out the planted group, so fairbo's loss weights were the `random` "
+                            "method's perturbation at about half its scale, spread evenly over the groups."
+                            if abs(mine.mean() - others.mean()) < 0.1 else
+                            "BO treated the planted group differently from the other groups."))
     others = []
     for m in dict.fromkeys(result.paired_effects["method"]):
         if m == "fairbo":
@@ -693,9 +736,15 @@ def reading(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
     if len(a):
         sig = a[a["p_authors"] < 0.05]
         seed_level = result.paired_effects[result.paired_effects["family"] == "classifier"]
+        better = sig["value"] > sig["baseline"]
+        both = sorted(set(sig.loc[better, "method"] + " " + sig.loc[better, "metric"])
+                      & set(sig.loc[~better, "method"] + " " + sig.loc[~better, "metric"]))
+        flips = (f"; {', '.join(both)} 'significantly' better than the baseline in one seed and worse in another"
+                 if both else "")
         lines.append(f"- **The authors' bootstrap t-test** (one seed at a time, replicates as observations) calls "
                      f"{len(sig)} of {len(a)} single-seed classifier comparisons with the baseline significant at 0.05 "
-                     f"(median p {_p(a['p_authors'].median())}); across seeds, the paired tests above call "
+                     f"({int(better.sum())} better, {int((~better).sum())} worse; median p "
+                     f"{_p(a['p_authors'].median())}){flips}; across seeds, the paired tests above call "
                      f"{int((seed_level['p_holm'] < 0.05).sum())} of {len(seed_level)}. A single run's bootstrap "
                      "t-test measures the test set's resampling noise, not the seed-to-seed variation of training.")
     if sweep is not None and len(sweep):
@@ -710,6 +759,8 @@ def reading(result: StudyResult, sweep: pd.DataFrame | None = None) -> str:
             f"at W = {int(best['window'])}, r = {best['exploitation']:g}; "
             + (f"{len(excl)} of {len(s)} cells have an interval above 0." if len(excl) else
                f"no cell's interval lies above 0 (cells: {len(s)}).")
+            + f" The cells' mean reductions span {_fmt(s['reduction'].min())} to {_fmt(s['reduction'].max())} and "
+              f"their overall-FID changes {_fmt(s['overall_change'].min())} to {_fmt(s['overall_change'].max())}."
             + (f" With {k} seeds per cell the intervals are wide (t with {k - 1} degrees of freedom)." if 1 < k <= 3
                else " With one seed per cell there are no intervals." if k == 1 else ""))
     lines.append(

@@ -259,6 +259,12 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
     assert "-6 [" in table  # the paired difference with its interval
     text = study.reading(again)
     assert "Planted gap" in text and "Does fairbo narrow the gap?" in text
+    cells = pd.DataFrame({"metric": "fid", "window": [10, 30], "exploitation": 0.95, "n_seeds": 3,
+                          "reduction": [2.0, -1.0], "lo": [0.5, -3.0], "hi": [3.5, 1.0], "p_signflip": 0.25,
+                          "overall_change": [1.0, 0.0], "overall_change_lo": 0.0, "overall_change_hi": 2.0})
+    with_sweep = study.readme_table(again, cells)
+    assert "| W | r = 0.95 |" in with_sweep and "| 10 | +2 [0.5, 3.5]; overall FID +1 |" in with_sweep
+    assert "largest mean reduction is +2 [0.5, 3.5] at W = 10, r = 0.95; 1 of 2 cells" in study.reading(again, cells)
 
 
 def test_load_results_says_what_is_missing(tmp_path):
@@ -278,3 +284,12 @@ def test_stamp_base_marks_only_the_current_base(tmp_path):
     (ctx.layout.base / "base.json").write_text(f'{{"key": "{st.key}"}}')
     study._stamp_base(ctx)
     assert stage_keys.is_current(ctx.layout.base, st)
+
+
+def test_final_sigmas_average_the_end_of_training(tmp_path):
+    steps = np.arange(1, 21)
+    pd.DataFrame({"step": steps, "loss": 0.5, "sigma[race=Black]": np.where(steps > 18, 0.2, 1.0),
+                  "sigma[race=White]": np.where(steps > 19, 0.4, 0.6)}).to_csv(tmp_path / "metrics.csv", index=False)
+    got = study.final_sigmas(tmp_path).set_index("group")["sigma"]  # the last 10 %: steps 19 and 20
+    assert got["race=Black"] == pytest.approx(0.2) and got["race=White"] == pytest.approx(0.5)
+    assert study.final_sigmas(tmp_path / "missing").empty

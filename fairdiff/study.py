@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -385,22 +384,6 @@ def _timed(times: list, seed: int, method: str, stage: str, fn):
     return out
 
 
-def _stamp_base(ctx) -> None:
-    """Mark a finished base pipeline as current. ``prepare_base`` writes its stamp while the folder
-    still has its temporary name (``.base.<random>.tmp``), which the stamp rule takes for a file, so
-    the stamp lands beside it and ``base/`` is never current: every training run would retrain the
-    VAE and rebuild the latents (identical results, minutes each). When ``base.json`` names the
-    current key, the folder is what this config builds, and stamping it is safe."""
-    from fairdiff import stage_keys
-
-    st = stage_keys.base_stage(ctx.cfg)
-    summary = ctx.layout.base / "base.json"
-    if stage_keys.is_current(ctx.layout.base, st) or not summary.is_file():
-        return
-    if json.loads(summary.read_text()).get("key") == st.key:
-        stage_keys.write_stamp(ctx.layout.base, st, complete=True)
-
-
 def _merge_times(path: Path, new: pd.DataFrame, cached_below_s: float = 2.0) -> pd.DataFrame:
     """Keep the measured time of work that this invocation found cached (a rerun would otherwise
     overwrite a real time with a cache hit's)."""
@@ -436,7 +419,6 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
     contexts = [seed_context(profile, seed, dataset, sets, root) for seed in seeds]
     for i, (seed, ctx) in enumerate(zip(seeds, contexts), 1):
         _timed(times, seed, "all", "base", lambda: stages.base(ctx, progress))  # the seed's VAE
-        _stamp_base(ctx)
         for method in methods:
             tag = f"seed {i}/{len(seeds)} (seed={seed}) · {method}"
             t0 = time.perf_counter()
@@ -510,7 +492,6 @@ def _share_seed_work(main, cell) -> None:
     from fairdiff import stages
 
     stages.base(main)
-    _stamp_base(main)
     stages.domain_encoder(main)
     _link(main.layout.base, cell.layout.base)
     for folder in [*main.layout.evaluation.glob("encoder-*"), main.layout.evaluation / "cache"]:

@@ -232,7 +232,6 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
 
     calls = []
     monkeypatch.setattr(stages, "base", lambda ctx, progress=False: None)
-    monkeypatch.setattr(study, "_stamp_base", lambda ctx: None)
     monkeypatch.setattr(stages, "trained", lambda ctx, m, progress=False: calls.append(("train", ctx.cfg["seed"], m)))
     monkeypatch.setattr(stages, "sampled",
                         lambda ctx, m, split, progress=False: calls.append((split, ctx.cfg["seed"], m)))
@@ -270,20 +269,6 @@ def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
 def test_load_results_says_what_is_missing(tmp_path):
     with pytest.raises(DataError, match="run the study first"):
         study.load_results("study-smoke", root=tmp_path)
-
-
-def test_stamp_base_marks_only_the_current_base(tmp_path):
-    from fairdiff import stage_keys
-
-    ctx = study.seed_context("study-smoke", 0, root=tmp_path)
-    st = stage_keys.base_stage(ctx.cfg)
-    ctx.layout.base.mkdir(parents=True)
-    (ctx.layout.base / "base.json").write_text('{"key": "another-config"}')
-    study._stamp_base(ctx)
-    assert not stage_keys.is_current(ctx.layout.base, st)  # built from other settings: left alone
-    (ctx.layout.base / "base.json").write_text(f'{{"key": "{st.key}"}}')
-    study._stamp_base(ctx)
-    assert stage_keys.is_current(ctx.layout.base, st)
 
 
 def test_final_sigmas_average_the_end_of_training(tmp_path):

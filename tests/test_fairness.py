@@ -8,6 +8,7 @@ import io
 import math
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 import torch
@@ -318,6 +319,63 @@ def test_propose_sigma_finds_a_clear_maximum():
         torch.manual_seed(0)
         candidate, value = propose_sigma(x, -((x - c) ** 2).sum(1, keepdim=True))
     assert float((candidate - c).norm()) < 0.1 and value > -0.05
+
+
+def _fitted_gp(n=30, k=7, seed=0):
+    from botorch.fit import fit_gpytorch_mll
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, k, generator=gen, dtype=torch.float64)
+    y = -((x - 0.4) ** 2).sum(1, keepdim=True) * 1e-3 + 1e-5 * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    with fairness._one_thread():
+        gp = fairness._gaussian_process(x, y)
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+    return gp, x
+
+
+def test_cached_ucb_equals_botorch_ucb_values_and_gradients():
+    # the closed-form posterior must be botorch's UpperConfidenceBound (to float64 rounding, which an
+    # ill-conditioned 30-point kernel matrix amplifies to ~1e-10), at random points and at training points
+    from botorch.acquisition.analytic import UpperConfidenceBound
+
+    gp, x = _fitted_gp()
+    points = torch.cat([torch.rand(40, 1, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1)),
+                        x[:5, None, :]]).requires_grad_()
+    ours, theirs = fairness._CachedUCB(gp, beta=0.1)(points), UpperConfidenceBound(gp, beta=0.1)(points)
+    assert ours.shape == theirs.shape == (45,)
+    scale = float(theirs.detach().abs().max())
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * scale)
+    grad_ours, = torch.autograd.grad(ours.sum(), points)
+    grad_theirs, = torch.autograd.grad(theirs.sum(), points)
+    assert torch.allclose(grad_ours, grad_theirs, rtol=0, atol=1e-7 * float(grad_theirs.abs().max()))
+    assert float(theirs.detach().std()) > 1e3 * 1e-7 * scale  # the points differ: the comparison is not trivial
+
+
+def test_cached_ucb_refuses_a_model_it_was_not_written_for():
+    from botorch.models import SingleTaskGP
+
+    x = torch.rand(10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="expected the GP of _gaussian_process"):
+        fairness._CachedUCB(SingleTaskGP(x, x.sum(1, keepdim=True)), beta=0.1)  # botorch's default: RBF kernel
+
+
+def test_recorded_bo_events_are_replayed_exactly():
+    # the first BO events of a real fairbo run (benchmarks/results/fbp_trace_mini.csv.gz) through the
+    # method's BO step: the candidates it recorded come back (recorded before the UCB was computed in closed form)
+    import pandas as pd
+
+    trace = pd.read_csv(Path(__file__).parents[1] / "benchmarks" / "results" / "fbp_trace_mini.csv.gz")
+    sigma = [c for c in trace.columns if c.startswith("sigma[")]
+    fbp = FairBayesianPerturbation(FAIRGENMED_GROUPS, window=30, seed=int(trace["seed"].iloc[0]))
+    for end in (30, 60, 90, 120):
+        part = trace.iloc[end - 30:end]
+        fbp._buffer_x = list(torch.tensor(part[sigma].to_numpy(), dtype=torch.float64))
+        fbp._buffer_y = [float(v) for v in part["y"]]
+        fbp._step = int(part["step"].iloc[-1])
+        event = fbp._bo_step()
+        recorded = torch.tensor(part[[c.replace("sigma", "candidate") for c in sigma]].iloc[-1].to_numpy(dtype=float))
+        assert torch.allclose(torch.tensor(event["candidate"], dtype=torch.float64), recorded, rtol=0, atol=1e-6), end
 
 
 def test_same_seed_same_sequence_and_different_seed_differs():

@@ -194,6 +194,16 @@ def _real_split(ctx: Context, records: pd.DataFrame, split: str | tuple[str, ...
                               num_workers=d["num_workers"], preprocess=d["preprocess"])
 
 
+def _generated_split(ctx: Context, method: str, split: str):
+    """(sampling manifest, uint8 image rows decoded once into the evaluation cache) of a method's
+    generated ``split``, drawn first if needed."""
+    from fairdiff.imagesets import cached_generated
+
+    manifest = sampled(ctx, method, split)
+    return manifest, cached_generated(manifest, stage_keys.sample_stage(ctx.cfg, method, split).key,
+                                      ctx.layout.evaluation / "cache", num_workers=ctx.cfg["data"]["num_workers"])
+
+
 def domain_encoder(ctx: Context):
     """The feature extractor: InceptionV3 if ``evaluate.inception_weights`` names a local file,
     else the domain encoder, trained once on the REAL train split only and reused (its key: the
@@ -255,7 +265,6 @@ def _cached_table(path: Path, st: stage_keys.Stage, compute) -> pd.DataFrame:
 def generation_table(ctx: Context, method: str) -> pd.DataFrame:
     """FID, MiFID and IS (overall and per group, bootstrap intervals) of a method's test images."""
     from fairdiff.evaluate.features import generation_metrics
-    from fairdiff.imagesets import GeneratedImages
 
     manifest = sampled(ctx, method, "test")
     extractor = domain_encoder(ctx)
@@ -269,7 +278,7 @@ def generation_table(ctx: Context, method: str) -> pd.DataFrame:
         records = dataset(ctx)
         real_meta, real = _real_split(ctx, records, "test")
         train_images = _real_split(ctx, records, ("train", "val"))[1]  # what the diffusion model trained on
-        fake = GeneratedImages(manifest)
+        fake = _generated_split(ctx, method, "test")[1]
         table = generation_metrics(
             real, fake, real_meta, manifest, ctx.schema, extractor, n_boot=e["n_boot"],
             min_group_size=e["min_group_size"], seed=ctx.cfg["seed"], splits=e["is_splits"], mifid_eps=e["mifid_eps"],
@@ -287,7 +296,6 @@ def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
     selected on real val, scored on real test, for every classifier task of the schema and every
     classifier of ``evaluate.classifiers``."""
     from fairdiff.evaluate.classifier import classifier_settings, semantic_evaluation, train_classifier
-    from fairdiff.imagesets import GeneratedImages
 
     e, workers = ctx.cfg["evaluate"], ctx.cfg["data"]["num_workers"]
     st = _table_stage(ctx, "semantic", _source_inputs(ctx, source, "train"), source=source)
@@ -299,8 +307,7 @@ def semantic_table(ctx: Context, source: str) -> pd.DataFrame:
         if source == "real":
             train_meta, train_x = _real_split(ctx, records, "train")
         else:
-            train_meta = pd.read_csv(ctx.layout.samples(source) / "train" / "manifest.csv", dtype={"id": str})
-            train_x = GeneratedImages(train_meta)
+            train_meta, train_x = _generated_split(ctx, source, "train")
         tables = []
         for spec in e["classifiers"]:
             for task in ctx.schema.classifier_tasks:
@@ -337,7 +344,6 @@ def fidelity_table(ctx: Context, source: str) -> pd.DataFrame:
     classifiers trained on real images, on real test images (``source="real"``: the ceiling) or on a
     method's generated test images labelled with their prompted group."""
     from fairdiff.evaluate.fidelity import attribute_fidelity
-    from fairdiff.imagesets import GeneratedImages
 
     st = _table_stage(ctx, "fidelity", _source_inputs(ctx, source, "test"), source=source)
 
@@ -345,8 +351,7 @@ def fidelity_table(ctx: Context, source: str) -> pd.DataFrame:
         if source == "real":
             meta, images = _real_split(ctx, dataset(ctx), "test")
         else:
-            meta = pd.read_csv(ctx.layout.samples(source) / "test" / "manifest.csv", dtype={"id": str})
-            images = GeneratedImages(meta)
+            meta, images = _generated_split(ctx, source, "test")
         return attribute_fidelity(_attribute_classifiers(ctx), images, meta, ctx.schema, source)
 
     return _cached_table(ctx.layout.evaluation / f"fidelity-{source}.csv", st, compute)
@@ -358,14 +363,11 @@ def closest_pairs(ctx: Context, method: str, n: int = 6):
     import numpy as np
 
     from fairdiff.evaluate.memorisation import closest_pairs as pairs
-    from fairdiff.imagesets import GeneratedImages
 
     extractor, records = domain_encoder(ctx), dataset(ctx)
-    manifest = sampled(ctx, method, "test")
-    fake = GeneratedImages(manifest)
+    manifest, fake = _generated_split(ctx, method, "test")
     train_meta, train_rows = _real_split(ctx, records, ("train", "val"))
     table = pairs(extractor.features(fake).numpy(), extractor.features(train_rows).numpy(), n)
     table["fake_id"] = manifest["id"].to_numpy()[table["fake_index"]]
     table["train_id"] = train_meta["id"].to_numpy()[table["train_index"]]
-    fake_u8 = np.stack([fake[int(i)].permute(1, 2, 0).numpy() for i in table["fake_index"]])  # HWC, as the rows
-    return fake_u8, np.asarray(train_rows[table["train_index"].to_numpy()]), table
+    return np.asarray(fake[table["fake_index"].to_numpy()]), np.asarray(train_rows[table["train_index"].to_numpy()]), table

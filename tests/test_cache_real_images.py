@@ -1,5 +1,5 @@
-"""Evaluation image sets stream: real images are decoded once into a uint8 file built in batches
-and read by rows, generated images are decoded per batch, and features of either equal those of
+"""Evaluation image sets stream: real and generated images are decoded once into a uint8 file built
+in batches and read by rows (or decoded per batch), and features of either equal those of
 the whole set held in memory."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from PIL import Image
 from fairdiff.arrays import NpyRows
 from fairdiff.data import load_dataset
 from fairdiff.evaluate.features import DomainEncoder, extract
-from fairdiff.imagesets import GeneratedImages, RealImages, cached_real, generated_uint8, real_uint8, to_unit_tensor
+from fairdiff.imagesets import (GeneratedImages, RealImages, cached_generated, cached_real, generated_uint8, real_uint8,
+                                to_unit_tensor)
 from fairdiff.schema import FAIRGENMED
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,6 +49,25 @@ def test_generated_images_are_read_per_item_as_the_whole_set(tmp_path):
     whole, items = generated_uint8(manifest), GeneratedImages(manifest)
     assert len(items) == 5 and items[2].dtype == torch.uint8
     assert all(torch.equal(items[i], torch.from_numpy(whole[i]).permute(2, 0, 1)) for i in range(5))
+
+
+def test_cached_generated_equals_the_decoded_set_and_is_decoded_once(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (RES, RES + 4, 3), dtype=np.uint8)).save(paths[-1])
+    manifest = pd.DataFrame({"id": range(7), "path": [str(p) for p in paths]})
+    rows = cached_generated(manifest, "k1", tmp_path / "cache", batch_size=3)
+    assert rows.path.name == "generated-k1.npy" and rows.shape == (7, RES, RES + 4, 3)
+    np.testing.assert_array_equal(np.asarray(rows), generated_uint8(manifest))
+    items = GeneratedImages(manifest)  # the rows feed image_batches exactly as the items did
+    assert all(torch.equal(items[i], torch.from_numpy(rows[i]).permute(2, 0, 1)) for i in range(7))
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("decoded again"))
+    again = cached_generated(manifest, "k1", tmp_path / "cache")
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(rows))
+    with pytest.raises(pytest.fail.Exception, match="decoded again"):  # another key is another set: decoded
+        cached_generated(manifest, "k2", tmp_path / "cache")
 
 
 def test_features_of_streamed_sources_equal_those_of_the_set_in_memory(test_split, tmp_path):

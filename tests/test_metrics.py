@@ -267,6 +267,56 @@ def test_bootstrap_vector_statistic_and_undefined_resamples():
     assert np.isnan(M.bootstrap(np.mean, y, n=0)["lo"])
 
 
+def test_mid_ranks_equal_scipys_rankdata_with_ties():
+    import scipy.stats
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 9, 300):
+        for _ in range(20):
+            x = np.round(rng.normal(size=n), 1)  # many ties
+            np.testing.assert_array_equal(M._mid_ranks(x), scipy.stats.rankdata(x))
+    assert np.isnan(M.auc([0, 1, 1], [0.1, np.nan, 0.3], 2))  # as rankdata's NaN propagation gave
+
+
+def _looped_bootstrap_replicates(statistic, arrays, n, seed, paired):
+    """The resamples as the bootstrap drew them before it drew in blocks: one after another."""
+    rng, out = np.random.default_rng(seed), []
+    for _ in range(n):
+        if paired:
+            rows = rng.integers(0, len(arrays[0]), len(arrays[0]))
+            out.append(statistic(*[a[rows] for a in arrays]))
+        else:
+            out.append(statistic(*[a[rng.integers(0, len(a), len(a))] for a in arrays]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("paired", [True, False])
+@pytest.mark.parametrize("block_elements", [1, 50, 10 ** 6])
+def test_bootstrap_in_blocks_and_batched_gives_the_resamples_of_a_loop(paired, block_elements):
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=23), rng.normal(size=23 if paired else 31)
+    stat = lambda u, v: float(u.max() - np.median(v))  # noqa: E731
+    batched = lambda u, v: u.max(axis=1) - np.median(v, axis=1)  # noqa: E731  (a mean over an axis may round otherwise)
+    expected = _looped_bootstrap_replicates(stat, (a, b), 37, 9, paired)
+    tail = np.nanpercentile(expected, [2.5, 97.5], axis=0)
+    for kwargs in ({}, {"batched": batched}):
+        r = M.bootstrap(stat, a, b, n=37, seed=9, paired=paired, block_elements=block_elements, **kwargs)
+        assert r["mean"] == expected.mean() and r["std"] == expected.std(ddof=1)  # the same resamples, bit for bit
+        assert [r["lo"], r["hi"]] == tail.tolist()
+
+
+def test_inception_scores_of_many_sets_equal_each_set_alone():
+    rng = np.random.default_rng(2)
+    for n in (1, 4, 23):
+        sets = rng.normal(size=(5, n, 6)) * 3
+        means, stds = M.inception_scores(sets, splits=4, shuffle_seed=1)
+        alone = [M.inception_score_from_logits(x, splits=4, shuffle_seed=1) for x in sets]
+        assert means.tolist() == [m for m, _ in alone]
+        np.testing.assert_array_equal(stds, [sd for _, sd in alone])  # NaN (one chunk) where alone is NaN
+    with pytest.raises(ValueError, match=r"\[R, N, C\]"):
+        M.inception_scores(np.zeros((3, 4)))
+
+
 # ----------------------------------------------------------------------------- groups
 def test_fairgenmed_has_19_groups_from_metadata():
     _, meta = toy_set(60, seed=1)

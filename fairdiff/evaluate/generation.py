@@ -279,7 +279,7 @@ class _Table:
         logits = self.fake_logits[fake_rows]
         if len(logits) >= 1:
             boot = M.bootstrap(lambda lg: M.inception_score_from_logits(lg, s.splits, s.seed)[0], logits,
-                               n=s.n_boot, seed=s.seed)
+                               n=s.n_boot, seed=s.seed, batched=lambda lg: M.inception_scores(lg, s.splits, s.seed)[0])
             self.add(attribute, group, n_r, n_f, "is", boot["point"], boot=boot)
             self.add(attribute, group, n_r, n_f, "is_std", M.inception_score_from_logits(logits, s.splits, s.seed)[1])
         else:

@@ -16,13 +16,15 @@ Variants (same tiny model, data, batch, threads; one process; fp32; the first st
   update (runs would no longer repeat earlier ones bit for bit); it shows what that would save.
 
 Window 30 and 90 timed steps after 5 warm-up steps, so the fairbo timing holds exactly three BO
-events. Writes benchmarks/results/train.csv (train-b<N>.csv with --batch).
+events. `--repeats N` alternates the variants N times and reports each one's median run. Writes
+benchmarks/results/train.csv (train-b<N>.csv with --batch).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
+import os
 import resource
 import tempfile
 import time
@@ -126,6 +128,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=None, help="override the profile's batch size")
     ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time every variant this many times, alternating, and report the median run: on a "
+                         "shared machine one run's mean swings by 20 %%, more than the FBP overhead itself")
     args = ap.parse_args()
     torch.set_num_threads(2)
     overrides = {"train": {"batch_size": args.batch}} if args.batch else None
@@ -136,21 +141,30 @@ def main() -> None:
     source = base_source(cfg, layout.base)
     training_cache(cfg, source, layout.cache, progress=False)  # built once, outside the timings
 
-    rows = []
-    for name in args.variants:
-        if name.startswith("reference"):
-            step = reference_loop(cfg, source, in_memory=name.endswith("in-memory"))
-            times = time_reference(step, args.warmup, args.steps)
-        else:
-            method = "fairbo" if name.endswith("fairbo") else "baseline"
-            times = time_trainer(cfg, method, source, layout.cache, args.warmup, args.steps,
-                                 fused_adamw=name.endswith("fused-adamw"))
-        t = torch.tensor(times)
-        rows.append({"variant": name, "profile": args.profile, "batch": cfg["train"]["batch_size"],
-                     "resolution": cfg["data"]["resolution"], "steps": len(times),
-                     "ms_per_step_mean": 1000 * float(t.mean()), "ms_per_step_median": 1000 * float(t.median())})
-        print(f"{name:22s} {rows[-1]['ms_per_step_mean']:8.1f} ms/step (mean of {len(times)})", flush=True)
-    frame = pd.DataFrame(rows).set_index("variant")
+    runs = []
+    for repeat in range(args.repeats):
+        for name in args.variants:
+            if name.startswith("reference"):
+                step = reference_loop(cfg, source, in_memory=name.endswith("in-memory"))
+                times = time_reference(step, args.warmup, args.steps)
+            else:
+                method = "fairbo" if name.endswith("fairbo") else "baseline"
+                times = time_trainer(cfg, method, source, layout.cache, args.warmup, args.steps,
+                                     fused_adamw=name.endswith("fused-adamw"))
+            t = torch.tensor(times)
+            runs.append({"variant": name, "repeat": repeat, "ms_per_step_mean": 1000 * float(t.mean()),
+                         "ms_per_step_median": 1000 * float(t.median()), "load_avg_1min": os.getloadavg()[0]})
+            print(f"{name:22s} {runs[-1]['ms_per_step_mean']:8.1f} ms/step (mean of {len(times)}, run {repeat + 1})",
+                  flush=True)
+    # per variant, the run whose mean is the median over the repeats
+    runs = pd.DataFrame(runs)
+    frame = runs.groupby("variant", sort=False).agg(
+        repeats=("repeat", "size"), ms_per_step_mean=("ms_per_step_mean", "median"),
+        ms_per_step_median=("ms_per_step_median", "median"), load_avg_1min=("load_avg_1min", "max"))
+    frame.insert(0, "steps", args.steps)
+    frame.insert(0, "resolution", cfg["data"]["resolution"])
+    frame.insert(0, "batch", cfg["train"]["batch_size"])
+    frame.insert(0, "profile", args.profile)
     if "reference" in frame.index:
         frame["speedup_vs_reference"] = frame.loc["reference", "ms_per_step_mean"] / frame["ms_per_step_mean"]
     if {"fairdiff", "fairdiff-fairbo"} <= set(frame.index):

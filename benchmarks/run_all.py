@@ -22,7 +22,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 STANDALONE = [["bench_synth_fairgenmed.py"], ["bench_synth_external.py"], ["bench_index_fairgenmed.py"],
               ["bench_fbp.py"], ["bench_eval_features.py"]]
-NEEDS_RUNS = [["bench_train.py"],
+NEEDS_RUNS = [["bench_train.py", "--repeats", "3"],
               # FBP's overhead shrinks as steps get longer: the same comparison at a ~1 s step
               ["bench_train.py", "--batch", "128", "--variants", "fairdiff", "fairdiff-fairbo"],
               ["bench_sample.py"]]

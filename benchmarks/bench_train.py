@@ -16,7 +16,10 @@ Variants (same tiny model, data, batch, threads; one process; fp32; the first st
   update (runs would no longer repeat earlier ones bit for bit); it shows what that would save.
 
 Window 30 and 90 timed steps after 5 warm-up steps, so the fairbo timing holds exactly three BO
-events. `--repeats N` alternates the variants N times and reports each one's median run. Writes
+events. `--repeats N` alternates the variants N times and reports each one's median run. The
+fairbo run also times FBP's own calls (weights, update, BO events): ``fbp_share_of_baseline_step``
+is that time over the baseline step, which the machine's drifting speed (step means of one variant
+spread by 15 %) does not blur as it blurs ``fairbo_overhead``, the end-to-end ratio. Writes
 benchmarks/results/train.csv (train-b<N>.csv with --batch).
 """
 from __future__ import annotations
@@ -108,17 +111,27 @@ def time_reference(step, warmup: int, steps: int) -> list[float]:
 
 
 def time_trainer(cfg: dict, method: str, source: str, cache_dir: Path, warmup: int, steps: int,
-                 fused_adamw: bool = False) -> list[float]:
-    """Step-to-step times of the real trainer, warm-up steps and the final save left out."""
+                 fused_adamw: bool = False) -> tuple[list[float], float]:
+    """Step-to-step times of the real trainer, warm-up steps and the final save left out, and the
+    seconds spent inside Fair Bayesian Perturbation (weights, update and BO events) in those steps."""
+    from profile_train import Timers  # benchmarks/ is this script's folder
+
+    from fairdiff.fairness import FairBayesianPerturbation
+
     cfg = copy.deepcopy(cfg)
     cfg["train"].update(steps=warmup + steps, checkpoint_every=10**9)
-    stamps = []
+    stamps, timers = [], Timers()
+
+    def on_step(info):
+        stamps.append(time.perf_counter())
+        timers.active = warmup <= info["step"] < warmup + steps  # FBP calls of steps warmup+1 .. warmup+steps
+
     fused = mock.patch.object(train_mod, "_adamw_kernel", lambda device: {"fused": True}) if fused_adamw \
         else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory() as tmp, fused:
-        train(cfg, method, Path(tmp) / method, source, cache_dir, progress=False,
-              on_step=lambda info: stamps.append(time.perf_counter()))
-    return [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
+    with tempfile.TemporaryDirectory() as tmp, fused, timers.wrap(FairBayesianPerturbation, "weights", "fbp"), \
+            timers.wrap(FairBayesianPerturbation, "update", "fbp"):
+        train(cfg, method, Path(tmp) / method, source, cache_dir, progress=False, on_step=on_step)
+    return [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])], timers.seconds["fbp"]
 
 
 def main() -> None:
@@ -144,23 +157,26 @@ def main() -> None:
     runs = []
     for repeat in range(args.repeats):
         for name in args.variants:
+            fbp_s = 0.0
             if name.startswith("reference"):
                 step = reference_loop(cfg, source, in_memory=name.endswith("in-memory"))
                 times = time_reference(step, args.warmup, args.steps)
             else:
                 method = "fairbo" if name.endswith("fairbo") else "baseline"
-                times = time_trainer(cfg, method, source, layout.cache, args.warmup, args.steps,
-                                     fused_adamw=name.endswith("fused-adamw"))
+                times, fbp_s = time_trainer(cfg, method, source, layout.cache, args.warmup, args.steps,
+                                            fused_adamw=name.endswith("fused-adamw"))
             t = torch.tensor(times)
             runs.append({"variant": name, "repeat": repeat, "ms_per_step_mean": 1000 * float(t.mean()),
-                         "ms_per_step_median": 1000 * float(t.median()), "load_avg_1min": os.getloadavg()[0]})
+                         "ms_per_step_median": 1000 * float(t.median()), "fbp_ms_per_step": 1000 * fbp_s / len(times),
+                         "load_avg_1min": os.getloadavg()[0]})
             print(f"{name:22s} {runs[-1]['ms_per_step_mean']:8.1f} ms/step (mean of {len(times)}, run {repeat + 1})",
                   flush=True)
     # per variant, the run whose mean is the median over the repeats
     runs = pd.DataFrame(runs)
     frame = runs.groupby("variant", sort=False).agg(
         repeats=("repeat", "size"), ms_per_step_mean=("ms_per_step_mean", "median"),
-        ms_per_step_median=("ms_per_step_median", "median"), load_avg_1min=("load_avg_1min", "max"))
+        ms_per_step_median=("ms_per_step_median", "median"), fbp_ms_per_step=("fbp_ms_per_step", "median"),
+        load_avg_1min=("load_avg_1min", "max"))
     frame.insert(0, "steps", args.steps)
     frame.insert(0, "resolution", cfg["data"]["resolution"])
     frame.insert(0, "batch", cfg["train"]["batch_size"])
@@ -168,8 +184,11 @@ def main() -> None:
     if "reference" in frame.index:
         frame["speedup_vs_reference"] = frame.loc["reference", "ms_per_step_mean"] / frame["ms_per_step_mean"]
     if {"fairdiff", "fairdiff-fairbo"} <= set(frame.index):
+        # end to end (swings with the machine's speed), and FBP's own work over the baseline step (robust)
         frame.loc["fairdiff-fairbo", "fairbo_overhead"] = (frame.loc["fairdiff-fairbo", "ms_per_step_mean"]
                                                            / frame.loc["fairdiff", "ms_per_step_mean"] - 1)
+        frame.loc["fairdiff-fairbo", "fbp_share_of_baseline_step"] = (frame.loc["fairdiff-fairbo", "fbp_ms_per_step"]
+                                                                      / frame.loc["fairdiff", "ms_per_step_mean"])
     frame["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = RESULTS / ("train.csv" if args.batch is None else f"train-b{args.batch}.csv")
     io.write_csv(out, frame.reset_index(), float_format="%.4g")

@@ -7,10 +7,13 @@ all; slicing one extraction needs 1 + 1. Same extractor for all three ways (a Do
 at its default 64 px size, trained briefly: the weights do not change the cost), no bootstrap,
 no file I/O (which would only widen the gap):
 
-- ``once + slice``: fairdiff.evaluate.features.generation_metrics;
-- ``per group``: our metric functions, features re-extracted for each group (shared by the
+- ``once + slice``: our metric functions on the features of one extraction, sliced per group;
+- ``per group``: the same functions, features re-extracted for each group (shared by the
   three metrics): isolates the cost of extraction;
-- ``per group, per metric``: the authors' procedure with torchmetrics metric objects.
+- ``per group, per metric``: the authors' procedure with torchmetrics metric objects;
+- ``once + slice, every metric``: ``fairdiff.evaluate.features.generation_metrics`` itself, which
+  adds KID, precision/recall/density/coverage, jackknife intervals and size-matched repeats to the
+  three: what the evaluation costs in full, not a like-for-like comparison.
 
     .venv/bin/python benchmarks/bench_eval_features.py [--n 400] [--res 64] [--repeats 2] [--threads 1]
 
@@ -60,11 +63,18 @@ def selections(real_meta: pd.DataFrame, fake_meta: pd.DataFrame) -> list[tuple[n
     return [everything] + [(real[key], fake[key]) for key in real]
 
 
-def per_group(extractor, real, fake, real_meta, fake_meta) -> None:
-    """Re-extract each group's images, then our metric functions."""
+def per_group(extractor, real, fake, real_meta, fake_meta, reextract: bool = True) -> None:
+    """Our metric functions (FID, MiFID, IS) per selection, on features extracted for each group
+    (``reextract``) or once for the whole sets and sliced."""
+    if not reextract:
+        real_all = extract(extractor, real)[0].double().numpy()
+        fake_all, logits_all = (t.double().numpy() for t in extract(extractor, fake))
     for real_sel, fake_sel in selections(real_meta, fake_meta):
-        real_f = extract(extractor, real[torch.from_numpy(real_sel)])[0].double().numpy()
-        fake_f, fake_l = (t.double().numpy() for t in extract(extractor, fake[torch.from_numpy(fake_sel)]))
+        if reextract:
+            real_f = extract(extractor, real[torch.from_numpy(real_sel)])[0].double().numpy()
+            fake_f, fake_l = (t.double().numpy() for t in extract(extractor, fake[torch.from_numpy(fake_sel)]))
+        else:
+            real_f, fake_f, fake_l = real_all[real_sel], fake_all[fake_sel], logits_all[fake_sel]
         if min(len(real_f), len(fake_f)) >= 2:
             M.mifid_from_features(real_f, fake_f)
             M.fid_from_features(real_f, fake_f)
@@ -136,11 +146,12 @@ def main() -> None:
     group_passes = sum(int(r.sum()) for r, _ in selections(real_meta, fake_meta))  # 8 n: 7 groupings + overall
 
     ways = [
-        ("once + slice", 2 * args.n,
-         lambda: generation_metrics(real, fake, real_meta, fake_meta, FAIRGENMED, encoder, n_boot=0)),
+        ("once + slice", 2 * args.n, lambda: per_group(encoder, real, fake, real_meta, fake_meta, reextract=False)),
         ("per group", 2 * group_passes, lambda: per_group(encoder, real, fake, real_meta, fake_meta)),
         ("per group, per metric (authors)", 5 * group_passes,
          lambda: per_group_per_metric(encoder, real, fake, real_meta, fake_meta)),
+        ("once + slice, every metric of generation_metrics", 2 * args.n,
+         lambda: generation_metrics(real, fake, real_meta, fake_meta, FAIRGENMED, encoder, n_boot=0)),
     ]
     rows = []
     with threadpool_limits(limits=args.threads, user_api="blas"):  # the same BLAS threads for every way

@@ -1,9 +1,10 @@
 """Run every benchmark in one go and gather their result CSVs into one table.
 
-    python benchmarks/run_all.py [--skip-trained]
+    python benchmarks/run_all.py [--skip-trained] [--gather-only]
 
 Writes benchmarks/results/summary.md (the table the README shows). The sampling and training
-benchmarks need the mini runs (``make reproduce``); ``--skip-trained`` leaves them out.
+benchmarks need the mini runs (``make reproduce``); ``--skip-trained`` leaves them out;
+``--gather-only`` runs nothing and rebuilds the summary from the CSVs there (after one script was rerun).
 Timings on a shared machine swing with other load: run on a quiet machine.
 """
 from __future__ import annotations
@@ -31,8 +32,9 @@ NEEDS_RUNS = [["bench_train.py", "--repeats", "3"],
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-trained", action="store_true")
+    ap.add_argument("--gather-only", action="store_true")
     args = ap.parse_args()
-    scripts = STANDALONE + ([] if args.skip_trained else NEEDS_RUNS)
+    scripts = [] if args.gather_only else STANDALONE + ([] if args.skip_trained else NEEDS_RUNS)
     for script, *script_args in scripts:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, str(HERE / script), *script_args], check=True)

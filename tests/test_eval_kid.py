@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fairdiff  # noqa: F401  (cache locations before torchmetrics)
-from fairdiff.evaluate import kid_from_features
+from fairdiff.evaluate import kid, kid_from_features
 from fairdiff.evaluate.kid import mmd2_of_subsets, polynomial_kernel, subset_orders
 
 
@@ -84,3 +84,23 @@ def test_kid_rejects_bad_input():
         kid_from_features(np.zeros((5, 3)), np.zeros((5, 4)))
     with pytest.raises(ValueError, match="subset_size >= 2"):
         kid_from_features(np.zeros((5, 3)), np.zeros((5, 3)), subset_size=1)
+
+
+@pytest.mark.parametrize("m_r, m_f", [(9, 9), (3, 12), (12, 2)])
+def test_counted_and_gathered_subset_sums_agree(m_r, m_f):
+    # the two ways mmd2_of_subsets takes a subset's kernel sums, on subsets with and without repeated rows
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(12, 5)), rng.normal(size=(14, 5))
+    k = (kid.polynomial_kernel(real, real), kid.polynomial_kernel(fake, fake), kid.polynomial_kernel(real, fake))
+    orders_r, orders_f = kid.subset_orders(12, 14, 6, seed=1)
+    for rows_r, rows_f in ((orders_r[:, :m_r], orders_f[:, :m_f]),  # without replacement (KID, jackknife)
+                           (rng.integers(0, 12, (6, m_r)), rng.integers(0, 14, (6, m_f)))):  # with repeats
+        counted = kid._counted_sums(*k, rows_r, rows_f)
+        gathered = kid._gathered_sums(*k, rows_r, rows_f)
+        for a, b in zip(counted, gathered):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+    # the public function picks one way by size and returns the same values either way
+    np.testing.assert_allclose(kid.mmd2_of_subsets(*k, orders_r[:, :9], orders_f[:, :9]),
+                               [(ar - dr) / 72 + (af - df) / 72 - 2 * c / 81
+                                for ar, dr, af, df, c in zip(*kid._gathered_sums(*k, orders_r[:, :9], orders_f[:, :9]))],
+                               rtol=1e-12)

@@ -36,20 +36,48 @@ def subset_orders(n_real: int, n_fake: int, n_subsets: int, seed: int) -> tuple[
 def mmd2_of_subsets(k_rr: np.ndarray, k_ff: np.ndarray, k_rf: np.ndarray, rows_real: np.ndarray,
                     rows_fake: np.ndarray) -> np.ndarray:
     """Unbiased MMD^2 of each pair of row subsets ([S, m_r] into the real rows, [S, m_f] into the
-    generated ones) from the kernel matrices of the whole sets; returns S values."""
+    generated ones) from the kernel matrices of the whole sets; returns S values.
+
+    A subset's kernel sums are taken one of two ways, whichever moves less memory: when the subsets
+    cover much of each set (n_r n_f <= 4 m_r m_f), as products of per-subset row counts c with the
+    whole matrix (sum = c_r^T K c_f, one matrix product for all subsets); otherwise by gathering each
+    subset's [m, m] block. Both give the same sums up to float rounding (tests/test_eval_kid.py)."""
     m_r, m_f = rows_real.shape[1], rows_fake.shape[1]
     if min(m_r, m_f) < 2:
         return np.full(len(rows_real), np.nan)
-    step = max(1, CHUNK_ELEMENTS // (max(m_r, m_f) ** 2))  # bound the gathered [S, m, m] blocks
+    counted = len(k_rr) * len(k_ff) <= 4 * m_r * m_f
+    per_subset = len(k_rr) + len(k_ff) if counted else max(m_r, m_f) ** 2
+    step = max(1, CHUNK_ELEMENTS // per_subset)  # bound the [S, n] counts or the gathered [S, m, m] blocks
     if len(rows_real) > step:
         return np.concatenate([mmd2_of_subsets(k_rr, k_ff, k_rf, rows_real[i:i + step], rows_fake[i:i + step])
                                for i in range(0, len(rows_real), step)])
+    sums = _counted_sums if counted else _gathered_sums
+    all_r, diag_r, all_f, diag_f, cross = sums(k_rr, k_ff, k_rf, rows_real, rows_fake)
+    return (all_r - diag_r) / (m_r * (m_r - 1)) + (all_f - diag_f) / (m_f * (m_f - 1)) - 2.0 * cross / (m_r * m_f)
+
+
+def _gathered_sums(k_rr, k_ff, k_rf, rows_real, rows_fake) -> tuple[np.ndarray, ...]:
+    """Per subset: sum of its real block, of that block's diagonal, the same for the generated
+    block, and the sum of its real x generated block, from gathered [S, m, m] blocks."""
     rr = k_rr[rows_real[:, :, None], rows_real[:, None, :]]
     ff = k_ff[rows_fake[:, :, None], rows_fake[:, None, :]]
     rf = k_rf[rows_real[:, :, None], rows_fake[:, None, :]]
-    within_r = (rr.sum(axis=(1, 2)) - np.trace(rr, axis1=1, axis2=2)) / (m_r * (m_r - 1))
-    within_f = (ff.sum(axis=(1, 2)) - np.trace(ff, axis1=1, axis2=2)) / (m_f * (m_f - 1))
-    return within_r + within_f - 2.0 * rf.sum(axis=(1, 2)) / (m_r * m_f)
+    return (rr.sum(axis=(1, 2)), np.trace(rr, axis1=1, axis2=2), ff.sum(axis=(1, 2)), np.trace(ff, axis1=1, axis2=2),
+            rf.sum(axis=(1, 2)))
+
+
+def _counted_sums(k_rr, k_ff, k_rf, rows_real, rows_fake) -> tuple[np.ndarray, ...]:
+    """The sums of :func:`_gathered_sums` from row counts: with c the number of times each row occurs
+    in a subset, a block's sum is c_a^T K c_b and its diagonal's c . diag(K) (repeated rows included)."""
+    c_r, c_f = _row_counts(rows_real, len(k_rr)), _row_counts(rows_fake, len(k_ff))
+    return (((c_r @ k_rr) * c_r).sum(axis=1), c_r @ np.diagonal(k_rr), ((c_f @ k_ff) * c_f).sum(axis=1),
+            c_f @ np.diagonal(k_ff), ((c_r @ k_rf) * c_f).sum(axis=1))
+
+
+def _row_counts(rows: np.ndarray, n: int) -> np.ndarray:
+    """[S, n] float counts of each row index in each subset of ``rows`` ([S, m])."""
+    flat = (rows + n * np.arange(len(rows))[:, None]).ravel()
+    return np.bincount(flat, minlength=len(rows) * n).reshape(len(rows), n).astype(np.float64)
 
 
 def kid_from_features(real: ArrayLike, fake: ArrayLike, subset_size: int = 1000, n_subsets: int = 100,

@@ -266,19 +266,16 @@ def generation_table(ctx: Context, method: str) -> pd.DataFrame:
     """FID, MiFID and IS (overall and per group, bootstrap intervals) of a method's test images."""
     from fairdiff.evaluate.features import generation_metrics
 
-    manifest = sampled(ctx, method, "test")
     extractor = domain_encoder(ctx)
     e = ctx.cfg["evaluate"]
-    st = _table_stage(ctx, "generation", {"samples": stage_keys.sample_stage(ctx.cfg, method, "test").key,
-                                          "extractor": extractor.name}, method=method)
+    st = _table_stage(ctx, "generation", _source_inputs(ctx, method, "test") | {"extractor": extractor.name},
+                      method=method)
 
     def compute():
-        import torch
-
         records = dataset(ctx)
         real_meta, real = _real_split(ctx, records, "test")
         train_images = _real_split(ctx, records, ("train", "val"))[1]  # what the diffusion model trained on
-        fake = _generated_split(ctx, method, "test")[1]
+        manifest, fake = _generated_split(ctx, method, "test")
         table = generation_metrics(
             real, fake, real_meta, manifest, ctx.schema, extractor, n_boot=e["n_boot"],
             min_group_size=e["min_group_size"], seed=ctx.cfg["seed"], splits=e["is_splits"], mifid_eps=e["mifid_eps"],

@@ -2,16 +2,17 @@
 
 FairGenMed sizes (K = 7 scales, global batch 32, window 30): the per-step cost of weights() +
 update(), the cost of one BO event (GP fit + UCB optimisation), and the amortised cost per step.
-The BO event is timed both as shipped (single-threaded, see fairness._one_thread) and with
+The BO event is timed both as shipped (single-threaded, see gaussian_process.one_thread) and with
 torch's default thread count, the measurement behind that choice.
 
-Other BO settings are measured on a recorded trace: the (sigma used, y) of every step of a real
-fairbo run, whose BO windows are replayed through the method's own BO step as the authors do
-(every fit from gpytorch's initial values, 5 restarts, 20 raw samples), with warm starts
-(``FairBayesianPerturbation(warm_start=True)``: each fit from the previous one's hyperparameters)
-and with a cheaper UCB maximisation (2 restarts, 10 raw samples), alternating event by event. The
-authors' replay reproduces the run's recorded candidates exactly on the machine that recorded
-them; the table gives each setting's time and how far its chosen sigma is from the authors'.
+BO settings are compared on a recorded trace: the (sigma used, y) of every step of a real fairbo
+run, whose BO windows are replayed through the method's own BO step as the authors do (GP fit
+through gpytorch from its initial values, 5 restarts, 20 raw samples), as shipped (the fit's
+likelihood in closed form, ``gp_likelihood="closed_form"``), with warm starts on top
+(``warm_start=True``: each fit from the previous one's hyperparameters) and with a cheaper UCB
+maximisation on top (2 restarts, 10 raw samples), alternating event by event. The authors' replay
+reproduces the run's recorded candidates exactly on the machine that recorded them; the table
+gives each setting's time and how far its chosen sigma is from the authors'.
 
     .venv/bin/python benchmarks/bench_fbp.py [--windows 3] [--events 5] [--trace FILE]
     .venv/bin/python benchmarks/bench_fbp.py --record RUN_DIR [--trace FILE]   # make a trace
@@ -34,7 +35,7 @@ import pandas as pd
 import torch
 
 import fairdiff  # noqa: F401  (cache locations first)
-from fairdiff import fairness
+from fairdiff import fairness, gaussian_process
 from fairdiff.io import write_csv, write_text
 from fairdiff.report import markdown_table
 from fairdiff.schema import FAIRGENMED
@@ -87,7 +88,7 @@ def time_bo_events(events: int, threads: str) -> dict:
     k = sum(FAIRGENMED.n_groups)
     x = torch.rand(WINDOW, k, generator=gen, dtype=torch.float64)
     y = -((x - 0.3) ** 2).sum(1, keepdim=True) + 0.05 * torch.randn(WINDOW, 1, generator=gen, dtype=torch.float64)
-    patch = mock.patch.object(fairness, "_one_thread", nullcontext) if threads == "default" else nullcontext()
+    patch = mock.patch.object(gaussian_process, "one_thread", nullcontext) if threads == "default" else nullcontext()
     times = []
     with patch:
         for i in range(events):
@@ -117,15 +118,17 @@ def record_trace(run: Path, out: Path) -> None:
     print(f"wrote {out}: {len(trace)} steps, {len(bo)} BO events, seed {cfg['seed']}, window {cfg['fbp']['window']}")
 
 
-# Replayed settings against the authors' (cold, 5 restarts, 20 raw samples): warm starts, and a
-# cheaper UCB maximisation, which is a change of method (fbp.bo_restarts / fbp.bo_raw_samples).
-REPLAYS = {"cold": {}, "warm": {"warm_start": True}, "r2s10": {"num_restarts": 2, "raw_samples": 10}}
+# Replayed settings against the authors' (gpytorch likelihood, cold fits, 5 restarts, 20 raw samples): as
+# shipped (closed-form likelihood), plus warm starts, plus a cheaper UCB maximisation (a change of
+# method: fbp.bo_restarts / fbp.bo_raw_samples).
+REPLAYS = {"authors": {"gp_likelihood": "gpytorch"}, "shipped": {}, "warm": {"warm_start": True},
+           "r2s10": {"num_restarts": 2, "raw_samples": 10}}
 
 
 def replay_trace(path: Path) -> pd.DataFrame:
     """Every BO event of a recorded trace through FairBayesianPerturbation's own BO step (same
     seeding and guards) under each of :data:`REPLAYS`, alternating event by event; one row per
-    event with each setting's time, acquisition value and distance of its sigma from the cold one."""
+    event with each setting's time, acquisition value and distance of its sigma from the authors'."""
     trace = pd.read_csv(path)
     seed, window = int(trace["seed"].iloc[0]), int(trace["window"].iloc[0])
     sigma_cols = [c for c in trace.columns if c.startswith("sigma[")]
@@ -148,38 +151,40 @@ def replay_trace(path: Path) -> pd.DataFrame:
             row[f"{name}_ms"] = 1e3 * (time.perf_counter() - start)
             row[f"{name}_acq"] = event["acq_value"]
             candidates[name] = event["candidate"]
-        cold = candidates["cold"]
+        authors = candidates["authors"]
         for name, candidate in candidates.items():
-            if name != "cold" and cold is not None and candidate is not None:
-                diff = torch.tensor(candidate) - torch.tensor(cold)
-                row[f"l2_{name}_vs_cold"], row[f"max_abs_{name}_vs_cold"] = float(diff.norm()), float(diff.abs().max())
+            if name != "authors" and authors is not None and candidate is not None:
+                diff = torch.tensor(candidate) - torch.tensor(authors)
+                row[f"l2_{name}_vs_authors"], row[f"max_abs_{name}_vs_authors"] = float(diff.norm()), float(diff.abs().max())
         recorded = part[cand_cols].iloc[-1].to_numpy(dtype=float) if cand_cols else None
-        if cold is not None and recorded is not None and not pd.isna(recorded).any():
-            row["cold_equals_recorded"] = bool((torch.tensor(cold) == torch.tensor(recorded)).all())
+        if authors is not None and recorded is not None and not pd.isna(recorded).any():
+            row["authors_equals_recorded"] = bool((torch.tensor(authors) == torch.tensor(recorded)).all())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def summarise_replay(events: pd.DataFrame, path: Path) -> str:
     """A short markdown reading of :func:`replay_trace`'s table."""
-    faithful = events.get("cold_equals_recorded", pd.Series(dtype=bool)).dropna()
+    faithful = events.get("authors_equals_recorded", pd.Series(dtype=bool)).dropna()
     lines = [
         f"# BO settings on a recorded trace ({path.name})", "",
         f"{len(events)} BO events of a real fairbo run (mini profile, K = 7, window 30), each replayed through the "
         "method's own BO step (benchmarks/bench_fbp.py), alternating settings event by event in one process: "
-        "cold = the authors' setting (every GP fit from gpytorch's initial values, 5 restarts, 20 raw samples); "
-        "warm = each fit from the previous fit's hyperparameters (warm_start=True); r2s10 = 2 restarts and 10 "
-        "raw samples (a cheaper UCB maximisation: a change of method).", "",
-        f"- replay faithful: the cold replay reproduces {int(faithful.sum())} of {len(faithful)} recorded candidates "
+        "authors = the authors' setting (the GP's likelihood through gpytorch, every fit from gpytorch's initial "
+        "values, 5 restarts, 20 raw samples); shipped = the default (the likelihood in closed form, "
+        "gp_likelihood=closed_form, otherwise the same); warm = shipped with each fit from the previous fit's "
+        "hyperparameters (warm_start=True); r2s10 = shipped with 2 restarts and 10 raw samples (a cheaper UCB "
+        "maximisation: a change of method).", "",
+        f"- replay faithful: the authors' replay reproduces {int(faithful.sum())} of {len(faithful)} recorded candidates "
         "exactly (bit for bit only on the machine and library versions that recorded them)",
         f"- time per BO event, median (mean): " + ", ".join(
             f"{name} {events[f'{name}_ms'].median():.0f} ms ({events[f'{name}_ms'].mean():.0f})" for name in REPLAYS)]
     for name in REPLAYS:
-        if name == "cold":
+        if name == "authors":
             continue
-        d = events[f"l2_{name}_vs_cold"].dropna()
-        lines.append(f"- sigma chosen, {name} vs cold (L2 over 7 scales in [0, 1]): median {d.median():.3g}, max "
-                     f"{d.max():.3g}; largest single-scale difference {events[f'max_abs_{name}_vs_cold'].max():.3g}; "
+        d = events[f"l2_{name}_vs_authors"].dropna()
+        lines.append(f"- sigma chosen, {name} vs authors (L2 over 7 scales in [0, 1]): median {d.median():.3g}, max "
+                     f"{d.max():.3g}; largest single-scale difference {events[f'max_abs_{name}_vs_authors'].max():.3g}; "
                      f"{int((d <= 1e-3).sum())} of {len(d)} events within 1e-3")
     lines += [f"- load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", "",
               markdown_table(events), ""]

@@ -38,6 +38,8 @@ CHOICES = {
     "data.preprocess": ("ours", "authors"),
     "model.prediction_type": ("v_prediction", "epsilon"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.adamw_kernel": ("fused", "auto"),
+    "fbp.gp_likelihood": ("closed_form", "gpytorch"),
     "sample.scheduler": ("ddim", "dpmsolver"),
     "sample.unet": ("ema", "raw"),
     "sample.dtype": ("float32", "float16", "bfloat16", "float64"),

@@ -23,25 +23,16 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from botorch.acquisition.analytic import UpperConfidenceBound
 from botorch.exceptions.errors import ModelFittingError
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
-from botorch.models.transforms.outcome import Standardize
-from botorch.optim import optimize_acqf
-from gpytorch.constraints import GreaterThan
-from gpytorch.kernels import MaternKernel, ScaleKernel
-from gpytorch.likelihoods import GaussianLikelihood
-from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import GammaPrior
 from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
+
+from fairdiff.gaussian_process import GP_LIKELIHOODS, fit_and_maximise, propose_sigma
 
 __all__ = [
     "group_means", "group_gap", "FairBayesianPerturbation", "propose_sigma",
@@ -167,20 +158,6 @@ def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(_seed(*key))
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch single-threaded inside the block. The GP holds at most ``window`` points, so
-    threads only add overhead: on a busy 2-core machine a K = 7 BO event took 1.6 s with one
-    thread and 6.6 s with two (median, benchmarks/bench_fbp.py). It also makes the result
-    independent of the caller's thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _clamp_mean_one(w: Tensor) -> Tensor:
     """max(w, 0) rescaled to mean 1; all-zero (or empty) batches become plain weights of 1."""
     w = w.clamp(min=0)
@@ -188,122 +165,11 @@ def _clamp_mean_one(w: Tensor) -> Tensor:
     return w * (w.numel() / total) if total > 0 else torch.ones_like(w)
 
 
-# ------------------------------------------------------------------------------ the BO step
-def _gaussian_process(x: Tensor, y: Tensor) -> SingleTaskGP:
-    """The surrogate model, with every modelling choice written out (not botorch's defaults).
-
-    Kernel: ScaleKernel(Matern-5/2 with one lengthscale per group (ARD)), lengthscale prior
-    Gamma(3, 6), outputscale prior Gamma(2, 0.15); Gaussian likelihood with a Gamma(1.1, 0.05)
-    noise prior and noise >= 1e-4; constant mean. This is SingleTaskGP's default up to botorch
-    0.11, i.e. what the authors' unpinned mid-2024 code most likely ran; botorch 0.12 silently
-    switched to an RBF kernel with dimension-scaled LogNormal priors. Writing it out keeps our
-    deviations from the paper to the ones docs/method.md §3.5 lists: float64 on the CPU and
-    Standardize(m=1) on y (the gaps are ~1e-3, far below the priors' scale). The inputs are the
-    scales themselves, already in [0, 1]^K, so no input transform is needed."""
-    k = x.shape[-1]
-    kernel = ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=k, lengthscale_prior=GammaPrior(3.0, 6.0)),
-                         outputscale_prior=GammaPrior(2.0, 0.15))
-    noise_prior = GammaPrior(1.1, 0.05)
-    noise_mode = (noise_prior.concentration - 1) / noise_prior.rate
-    likelihood = GaussianLikelihood(noise_prior=noise_prior,
-                                    noise_constraint=GreaterThan(1e-4, transform=None, initial_value=noise_mode))
-    return SingleTaskGP(x, y, likelihood=likelihood, covar_module=kernel, outcome_transform=Standardize(m=1))
-
-
-class _CachedUCB(UpperConfidenceBound):
-    """botorch's Upper Confidence Bound of a fitted GP, its posterior moments computed in closed form
-    from one Cholesky factor made when the object is built (the GP's hyperparameters are fixed by
-    then). botorch's own UCB goes through gpytorch's general posterior machinery on every call: about
-    2 ms on 30 points, and the UCB maximisation makes some 30 calls, two thirds of a BO event. The
-    values are the same to float64 rounding (tests/test_fairness.py compares both, values and
-    gradients); the forward pass, beta and the batch handling stay botorch's.
-
-    Written for the model :func:`_gaussian_process` builds (constant mean, ScaleKernel over an ARD
-    Matern-5/2 kernel, Gaussian noise, Standardize on y, no input transform); any other raises."""
-
-    def __init__(self, gp: SingleTaskGP, beta: float):
-        super().__init__(gp, beta=beta)
-        kernel = gp.covar_module
-        if not (isinstance(kernel, ScaleKernel) and isinstance(kernel.base_kernel, MaternKernel)
-                and kernel.base_kernel.nu == 2.5 and isinstance(gp.outcome_transform, Standardize)
-                and getattr(gp, "input_transform", None) is None):
-            raise ValueError("_CachedUCB: expected the GP of _gaussian_process (ScaleKernel(Matern-5/2), "
-                             "Standardize, no input transform)")
-        with torch.no_grad():
-            self._lengthscale = kernel.base_kernel.lengthscale.detach().reshape(-1)
-            self._outputscale = kernel.outputscale.detach()
-            self._x = gp.train_inputs[0].detach() / self._lengthscale
-            self._prior_mean = gp.mean_module.constant.detach()
-            train = self._kernel(self._x) + gp.likelihood.noise.detach() * torch.eye(len(self._x), dtype=self._x.dtype)
-            self._chol = torch.linalg.cholesky(train)
-            self._alpha = torch.cholesky_solve((gp.train_targets.detach() - self._prior_mean)[:, None], self._chol)
-            self._y_mean = gp.outcome_transform.means.detach().reshape(())
-            self._y_std = gp.outcome_transform.stdvs.detach().reshape(())
-
-    def _kernel(self, z: Tensor) -> Tensor:
-        """k(z, training inputs) for z ([..., m, d]) already divided by the lengthscales: [..., m, n]. The
-        distance is clamped at 1e-15 before its square root, as gpytorch does, so gradients stay finite."""
-        r = (z[..., :, None, :] - self._x).pow(2).sum(-1).clamp_min(1e-30).sqrt()
-        root5_r = math.sqrt(5.0) * r
-        return self._outputscale * (1.0 + root5_r + root5_r.pow(2) / 3.0) * torch.exp(-root5_r)
-
-    def _mean_and_sigma(self, X: Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
-        """Posterior mean and standard deviation of y at X ([b, 1, d]), both [b, 1], on y's scale."""
-        cross = self._kernel(X.squeeze(-2) / self._lengthscale)  # [b, n]
-        mean = (self._prior_mean + cross @ self._alpha) * self._y_std + self._y_mean  # [b, 1]
-        if not compute_sigma:
-            return mean, None
-        v = torch.linalg.solve_triangular(self._chol, cross.transpose(-1, -2), upper=False)  # [n, b]
-        variance = (self._outputscale - v.pow(2).sum(-2)) * self._y_std ** 2
-        return mean, variance.clamp_min(min_var).sqrt().reshape(mean.shape)
-
-
-def propose_sigma(x: Tensor, y: Tensor, beta: float = 0.1, num_restarts: int = 5,
-                  raw_samples: int = 20, init: dict[str, Tensor] | None = None) -> tuple[Tensor, float]:
-    """Fit the GP to (scales used, objective) pairs and return the Upper-Confidence-Bound maximiser
-    in [0, 1]^K with its acquisition value. ``x``: [n, K], ``y``: [n, 1]; both are moved to float64
-    on the CPU. ``init``: hyperparameters to start the fit from (see :func:`gp_hyperparameters`;
-    None: gpytorch's initial values, the authors' setting). Uses the global torch RNG: callers
-    seed it (FairBayesianPerturbation does). Runs single-threaded (see :func:`_one_thread`)."""
-    candidate, value, _ = _fit_and_maximise(x, y, beta, num_restarts, raw_samples, init)
-    return candidate, value
-
-
-def _fit_and_maximise(x: Tensor, y: Tensor, beta: float, num_restarts: int, raw_samples: int,
-                      init: dict[str, Tensor] | None) -> tuple[Tensor, float, dict[str, Tensor]]:
-    """:func:`propose_sigma`, also returning the fitted hyperparameters (for the next warm start)."""
-    x = x.detach().to("cpu", torch.float64)
-    y = y.detach().to("cpu", torch.float64)
-    k = x.shape[-1]
-    bounds = torch.stack([torch.zeros(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64)])
-    with _one_thread():
-        gp = _gaussian_process(x, y)
-        if init is not None:
-            _set_hyperparameters(gp, init)
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
-        candidate, value = optimize_acqf(_CachedUCB(gp, beta=beta), bounds=bounds, q=1,
-                                         num_restarts=num_restarts, raw_samples=raw_samples)
-    return candidate.reshape(k).clamp(0, 1), float(value), gp_hyperparameters(gp)
-
-
-def gp_hyperparameters(gp: SingleTaskGP) -> dict[str, Tensor]:
-    """The GP's trainable parameters (raw, i.e. before their constraints' transforms) by name."""
-    return {name: p.detach().clone() for name, p in gp.named_parameters()}
-
-
-def _set_hyperparameters(gp: SingleTaskGP, values: dict[str, Tensor]) -> None:
-    """Start a fit from earlier hyperparameters; they must be this GP's names and shapes."""
-    params = dict(gp.named_parameters())
-    expected = {n: tuple(p.shape) for n, p in params.items()}
-    got = {n: tuple(torch.as_tensor(v).shape) for n, v in values.items()}
-    if got != expected:
-        raise ValueError(f"GP hyperparameters: expected {expected} (name: shape), got {got}")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(values[name])
-
-
 # ------------------------------------------------------------------------------ the method
+# What a state saved before a setting existed ran with (the setting's value that reproduces it).
+_SETTINGS_BEFORE_THEY_EXISTED = {"gp_likelihood": "gpytorch"}
+
+
 class FairBayesianPerturbation:
     """Group-dependent random loss weights whose scales Bayesian optimisation tunes to shrink the
     between-group loss gap (FairDiffusion, Luo et al. 2025; docs/method.md §3).
@@ -322,8 +188,11 @@ class FairBayesianPerturbation:
     ``num_restarts`` and ``raw_samples`` are the UCB maximisation's (``optimize_acqf``; the
     authors': 5 and 20). ``warm_start=True`` starts each GP fit from the hyperparameters of the
     previous one instead of gpytorch's initial values (the authors' setting, ``warm_start=False``):
-    the fit then needs fewer iterations; see benchmarks/results/bo_replay.md for how much
-    time it saves and how far the chosen sigma moves.
+    the fit then needs fewer iterations. ``gp_likelihood`` is how the fit evaluates the GP's
+    marginal likelihood (:func:`_fit`): ``"closed_form"`` (default) or through gpytorch
+    (``"gpytorch"``, the authors' code); the same model and optimiser, about twice as fast per
+    evaluation. benchmarks/results/bo_replay.md measures, on a recorded trace, the time each
+    setting saves and how far the chosen sigma moves.
 
     Distributed training: only rank 0 calls :meth:`update` (with losses and groups gathered from
     every rank) and then every rank assigns the broadcast tensor to :attr:`sigma`. Each rank draws
@@ -332,7 +201,8 @@ class FairBayesianPerturbation:
 
     def __init__(self, n_groups: Sequence[int], window: int = 30, exploitation: float = 0.95,
                  beta: float = 0.1, clamp: bool = False, seed: int = 0, bo: bool = True,
-                 num_restarts: int = 5, raw_samples: int = 20, rank: int = 0, warm_start: bool = False):
+                 num_restarts: int = 5, raw_samples: int = 20, rank: int = 0, warm_start: bool = False,
+                 gp_likelihood: str = "closed_form"):
         self.n_groups = [int(n) for n in n_groups]
         if not self.n_groups or min(self.n_groups) < 1:
             raise ValueError(f"n_groups: expected a non-empty list of positive group counts, got {list(n_groups)}")
@@ -342,12 +212,15 @@ class FairBayesianPerturbation:
             raise ValueError(f"exploitation: expected a rate in [0, 1], got {exploitation}")
         if seed < 0 or rank < 0:
             raise ValueError(f"seed and rank must be non-negative integers, got seed={seed}, rank={rank}")
+        if gp_likelihood not in GP_LIKELIHOODS:
+            raise ValueError(f"gp_likelihood: expected one of {GP_LIKELIHOODS}, got {gp_likelihood!r}")
         if num_restarts < 1 or raw_samples < 1:
             raise ValueError(f"num_restarts and raw_samples: expected positive integers, got "
                              f"num_restarts={num_restarts}, raw_samples={raw_samples}")
         self.window, self.exploitation, self.beta = int(window), float(exploitation), float(beta)
         self.clamp, self.seed, self.bo, self.rank = bool(clamp), int(seed), bool(bo), int(rank)
         self.num_restarts, self.raw_samples, self.warm_start = int(num_restarts), int(raw_samples), bool(warm_start)
+        self.gp_likelihood = gp_likelihood
         self.k = sum(self.n_groups)
         self._sigma = torch.ones(self.k, dtype=torch.float64)
         self._buffer_x: list[Tensor] = []
@@ -435,8 +308,9 @@ class FairBayesianPerturbation:
                 warnings.simplefilter("always")
                 torch.manual_seed(_seed(self.seed, _BO, self._step))
                 try:
-                    candidate, value, fitted = _fit_and_maximise(x, y[:, None], self.beta, self.num_restarts,
-                                                                 self.raw_samples, self._gp_init or None)
+                    candidate, value, fitted = fit_and_maximise(x, y[:, None], self.beta, self.num_restarts,
+                                                                self.raw_samples, self._gp_init or None,
+                                                                self.gp_likelihood)
                 except (ModelFittingError, NotPSDError, NanError) as exc:
                     event["skipped"] = f"GP fit failed: {type(exc).__name__}: {exc}"
                 else:
@@ -453,7 +327,8 @@ class FairBayesianPerturbation:
         """The constructor arguments, which fix the object's future as much as its state does."""
         return {"n_groups": list(self.n_groups), "window": self.window, "exploitation": self.exploitation,
                 "beta": self.beta, "clamp": self.clamp, "seed": self.seed, "bo": self.bo, "rank": self.rank,
-                "num_restarts": self.num_restarts, "raw_samples": self.raw_samples, "warm_start": self.warm_start}
+                "num_restarts": self.num_restarts, "raw_samples": self.raw_samples, "warm_start": self.warm_start,
+                "gp_likelihood": self.gp_likelihood}
 
     def state_dict(self) -> dict:
         """Everything the object's future depends on: its :meth:`settings` (seed included), sigma,
@@ -478,6 +353,7 @@ class FairBayesianPerturbation:
             raise ValueError("state_dict: no 'settings' entry (saved by an older fairdiff, which did not record "
                              "the seed and settings); it cannot be checked, so it is not loaded")
         mine = self.settings()
+        saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **saved}
         differ = [f"{key}: saved {saved.get(key, '<missing>')!r}, this object {value!r}"
                   for key, value in mine.items() if saved.get(key) != value]
         if differ:

@@ -40,6 +40,9 @@ SECTIONS = {
 # Settings that change how work is done, never what it produces.
 NOT_IN_KEYS = {"data.num_workers", "data.strict", "train.checkpoint_every", "train.keep_checkpoints",
                "train.log_every"}
+# Settings added after runs were trained with the behaviour this value selects: at this value they
+# are left out of the key, so those runs keep their keys and continue (or are reused) when it is set.
+OMITTED_AT = {"train.adamw_kernel": "auto", "fbp.gp_likelihood": "gpytorch"}
 # fbp only shapes the methods that perturb the loss.
 FBP_METHODS = ("random", "fairbo")
 
@@ -89,7 +92,8 @@ def stage(name: str, cfg: dict, inputs: dict | None = None, **identity) -> Stage
             continue
         value = _section(cfg, section)
         settings.update(flatten(value, f"{section}.") if isinstance(value, dict) else {section: value})
-    settings = {k: v for k, v in settings.items() if k not in NOT_IN_KEYS}
+    settings = {k: v for k, v in settings.items()
+                if k not in NOT_IN_KEYS and not (k in OMITTED_AT and v == OMITTED_AT[k])}
     return Stage(name, settings, dict(inputs or {}), identity)
 
 

@@ -16,7 +16,7 @@ import torch
 import fairdiff  # noqa: F401  (sets cache locations before torch/botorch read them)
 from fairdiff import fairness
 from fairdiff.fairness import (FairBayesianPerturbation, balanced_sampling_weights, group_gap, group_means,
-                               propose_sigma, reweight_weights, step_group_stats)
+                               reweight_weights, step_group_stats)
 
 FAIRGENMED_GROUPS = [3, 2, 2]  # race, gender, ethnicity: K = 7
 
@@ -310,56 +310,6 @@ def test_bo_candidates_lie_in_the_unit_cube_and_approach_the_planted_optimum():
     assert distances[-1] < distances[0]
 
 
-def test_propose_sigma_finds_a_clear_maximum():
-    # 15 points of y = -||x - c||^2 in 2-D: the UCB maximiser lies near c
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(15, 2, generator=gen, dtype=torch.float64)
-    c = torch.tensor([0.3, 0.7], dtype=torch.float64)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        candidate, value = propose_sigma(x, -((x - c) ** 2).sum(1, keepdim=True))
-    assert float((candidate - c).norm()) < 0.1 and value > -0.05
-
-
-def _fitted_gp(n=30, k=7, seed=0):
-    from botorch.fit import fit_gpytorch_mll
-    from gpytorch.mlls import ExactMarginalLogLikelihood
-
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, k, generator=gen, dtype=torch.float64)
-    y = -((x - 0.4) ** 2).sum(1, keepdim=True) * 1e-3 + 1e-5 * torch.randn(n, 1, generator=gen, dtype=torch.float64)
-    with fairness._one_thread():
-        gp = fairness._gaussian_process(x, y)
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
-    return gp, x
-
-
-def test_cached_ucb_equals_botorch_ucb_values_and_gradients():
-    # the closed-form posterior must be botorch's UpperConfidenceBound (to float64 rounding, which an
-    # ill-conditioned 30-point kernel matrix amplifies to ~1e-10), at random points and at training points
-    from botorch.acquisition.analytic import UpperConfidenceBound
-
-    gp, x = _fitted_gp()
-    points = torch.cat([torch.rand(40, 1, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1)),
-                        x[:5, None, :]]).requires_grad_()
-    ours, theirs = fairness._CachedUCB(gp, beta=0.1)(points), UpperConfidenceBound(gp, beta=0.1)(points)
-    assert ours.shape == theirs.shape == (45,)
-    scale = float(theirs.detach().abs().max())
-    assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * scale)
-    grad_ours, = torch.autograd.grad(ours.sum(), points)
-    grad_theirs, = torch.autograd.grad(theirs.sum(), points)
-    assert torch.allclose(grad_ours, grad_theirs, rtol=0, atol=1e-7 * float(grad_theirs.abs().max()))
-    assert float(theirs.detach().std()) > 1e3 * 1e-7 * scale  # the points differ: the comparison is not trivial
-
-
-def test_cached_ucb_refuses_a_model_it_was_not_written_for():
-    from botorch.models import SingleTaskGP
-
-    x = torch.rand(10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="expected the GP of _gaussian_process"):
-        fairness._CachedUCB(SingleTaskGP(x, x.sum(1, keepdim=True)), beta=0.1)  # botorch's default: RBF kernel
-
-
 def test_recorded_bo_events_are_replayed_exactly():
     # the first BO events of a real fairbo run (benchmarks/results/fbp_trace_mini.csv.gz) through the
     # method's BO step: the candidates it recorded come back (recorded before the UCB was computed in closed form)
@@ -434,13 +384,13 @@ def warm_runs() -> dict:
     done, so the next fit starts from the saved hyperparameters), saved, loaded into a new object
     and continued. Every fit records the hyperparameters it started from."""
     starts = []
-    real = fairness._fit_and_maximise
+    real = fairness.fit_and_maximise
 
-    def spy(x, y, beta, num_restarts, raw_samples, init):
-        out = real(x, y, beta, num_restarts, raw_samples, init)
+    def spy(x, y, beta, num_restarts, raw_samples, init, gp_likelihood):
+        out = real(x, y, beta, num_restarts, raw_samples, init, gp_likelihood)
         starts.append((init, out[2]))
         return out
-    fairness._fit_and_maximise = spy
+    fairness.fit_and_maximise = spy
     try:
         straight = FairBayesianPerturbation(**WARM)
         records = run_planted(straight, 20)
@@ -454,7 +404,7 @@ def warm_runs() -> dict:
         resumed.load_state_dict(torch.load(buffer, weights_only=True))
         after = run_planted(resumed, 8)
     finally:
-        fairness._fit_and_maximise = real
+        fairness.fit_and_maximise = real
     return {"records": records, "history": straight.history, "starts": straight_starts,
             "resumed": before + after, "resumed_history": resumed.history}
 
@@ -475,16 +425,10 @@ def test_warm_start_resume_continues_exactly():
 
 def test_cold_start_is_the_default_and_passes_no_initial_values(monkeypatch):
     inits = []
-    real = fairness._fit_and_maximise
-    monkeypatch.setattr(fairness, "_fit_and_maximise", lambda *a: inits.append(a[-1]) or real(*a))
+    real = fairness.fit_and_maximise
+    monkeypatch.setattr(fairness, "fit_and_maximise", lambda *a: inits.append(a[5]) or real(*a))
     run_planted(FairBayesianPerturbation(**PLANTED), 10)
     assert inits == [None, None]
-
-
-def test_initial_hyperparameters_of_another_model_are_refused():
-    x = torch.rand(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="GP hyperparameters: expected"):
-        propose_sigma(x, -x.sum(1, keepdim=True), init={"raw_noise": torch.zeros(1)})
 
 
 def test_bo_leaves_the_global_rng_alone():
@@ -507,9 +451,11 @@ def test_constant_objective_skips_the_move_without_crashing():
 
 
 def test_failed_gp_fit_is_recorded_and_training_goes_on(monkeypatch):
+    from fairdiff import gaussian_process
+
     def broken_fit(*args, **kwargs):
         raise fairness.ModelFittingError("planted failure")
-    monkeypatch.setattr(fairness, "fit_gpytorch_mll", broken_fit)
+    monkeypatch.setattr(gaussian_process, "fit_gpytorch_mll", broken_fit)
     fbp = FairBayesianPerturbation([2, 2], window=3, seed=0)
     records = run_planted(fbp, 3)
     assert "planted failure" in records[-1]["bo"]["skipped"]

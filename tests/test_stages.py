@@ -59,6 +59,25 @@ def test_keys_cover_exactly_what_a_stage_reads(synthetic_fairgenmed, tmp_path):
         "train.lr: 0.001 -> 0.002"]
 
 
+def test_a_setting_added_later_keeps_older_runs_keys_at_the_value_they_ran_with(synthetic_fairgenmed, tmp_path):
+    """A run stamped before train.adamw_kernel / fbp.gp_likelihood existed (its settings lack them) is
+    current again when they are set to what it ran with; the new defaults make a different run."""
+    import copy
+
+    cfg = stages.context(_profile(tmp_path, synthetic_fairgenmed)).cfg
+    older = copy.deepcopy(cfg)  # the config as it was before either setting existed
+    del older["train"]["adamw_kernel"], older["fbp"]["gp_likelihood"]
+    legacy = stages.context(_profile(tmp_path, synthetic_fairgenmed),
+                            sets=["train.adamw_kernel=auto", "fbp.gp_likelihood=gpytorch"]).cfg
+    for method in ("baseline", "fairbo"):
+        assert stage_keys.train_stage(legacy, method).key == stage_keys.train_stage(older, method).key
+        assert stage_keys.train_stage(cfg, method).key != stage_keys.train_stage(older, method).key
+    assert "train.adamw_kernel" not in stage_keys.train_stage(legacy, "baseline").settings
+    assert stage_keys.differences({"settings": stage_keys.train_stage(older, "fairbo").settings},
+                                  stage_keys.train_stage(cfg, "fairbo")) == [
+        "fbp.gp_likelihood: '(absent)' -> 'closed_form'", "train.adamw_kernel: '(absent)' -> 'fused'"]
+
+
 def test_settings_changes_reuse_refuse_and_move_aside_but_never_delete(synthetic_fairgenmed, tmp_path, one_thread):
     profile, runs = _profile(tmp_path, synthetic_fairgenmed), tmp_path / "runs"
     ctx = stages.context(profile, runs=runs)

@@ -119,18 +119,24 @@ def test_metrics_rows_built_in_bulk_equal_rows_built_step_by_step(with_sigma):
     assert _metrics_rows([], schema.n_groups, cols) == []
 
 
-def test_cpu_adamw_uses_foreach_whose_updates_equal_the_per_tensor_loop_bit_for_bit():
-    """The trainer's multi-tensor AdamW must not change a CPU run's numbers (torch's fused CPU
-    kernel, faster still, rounds differently and is left out for that reason)."""
+def test_adamw_kernels_fused_by_default_and_auto_equal_to_the_per_tensor_loop_on_the_cpu():
+    """``auto`` (what runs trained before the fused default used) must repeat the per-tensor loop bit
+    for bit on the CPU; ``fused`` follows the same update rule to float32 rounding."""
+    from fairdiff.config import load_config
     from fairdiff.train import _adamw_kernel
 
-    assert _adamw_kernel(torch.device("cpu")) == {"foreach": True}
-    assert _adamw_kernel(torch.device("cuda", 0)) == {"fused": True}
+    assert load_config("mini")["train"]["adamw_kernel"] == "fused"
+    assert _adamw_kernel("auto", torch.device("cpu")) == {"foreach": True}
+    assert _adamw_kernel("auto", torch.device("cuda", 0)) == {"fused": True}
+    assert _adamw_kernel("fused", torch.device("cpu")) == {"fused": True}
+    with pytest.raises(ValueError, match="train.adamw_kernel"):
+        _adamw_kernel("foreach", torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     start = [torch.randn(shape, generator=gen) for shape in [(16, 8), (16,), (3, 3, 4, 4), (1,)]]
     grads = [[torch.randn(p.shape, generator=gen) for p in start] for _ in range(4)]
     results = []
-    for kernel in ({"foreach": False}, _adamw_kernel(torch.device("cpu"))):
+    for kernel in ({"foreach": False}, _adamw_kernel("auto", torch.device("cpu")),
+                   _adamw_kernel("fused", torch.device("cpu"))):
         params = [torch.nn.Parameter(p.clone()) for p in start]
         opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8, **kernel)
         for step_grads in grads:
@@ -138,7 +144,10 @@ def test_cpu_adamw_uses_foreach_whose_updates_equal_the_per_tensor_loop_bit_for_
                 p.grad = g.clone()
             opt.step()
         results.append([p.detach() for p in params])
-    assert all(torch.equal(a, b) for a, b in zip(*results))
+    loop, auto, fused = results
+    assert all(torch.equal(a, b) for a, b in zip(loop, auto))
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(loop, fused))
+    assert any(not torch.equal(a, s) for a, s in zip(fused, start))  # it did move the weights
 
 
 def test_refuses_to_train_into_a_foreign_folder(prepared_base, tmp_path):

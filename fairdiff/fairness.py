@@ -44,61 +44,65 @@ _NOISE, _EXPLORE, _BO = 0, 1, 2
 
 
 # ----------------------------------------------------------------------------------- groups
-def _check_groups(groups: Tensor, n_groups: Sequence[int]) -> None:
-    """Fail loudly on a wrong shape or an id outside -1..n_groups[a]-1 (the paper's code let
-    -1 wrap around to the last group, see docs/method.md §6, row 7)."""
+# The per-step group bookkeeping runs in numpy: a batch is a few dozen integers, where each torch call
+# costs several microseconds of dispatch (about 1 ms a step in all, inside the training loop) and
+# numpy's one or two. Both add in input order, so the values are the same bit for bit.
+def _groups_array(groups: Tensor, n_groups: Sequence[int]) -> np.ndarray:
+    """``groups`` as an int64 numpy array [B, A], after failing loudly on a wrong shape or an id outside
+    -1..n_groups[a]-1 (the paper's code let -1 wrap around to the last group, see docs/method.md §6,
+    row 7)."""
     if groups.dim() != 2 or groups.shape[1] != len(n_groups):
         raise ValueError(f"groups: expected a tensor of shape [B, {len(n_groups)}] (one column per "
                          f"attribute), got shape {tuple(groups.shape)}")
     if groups.dtype.is_floating_point or groups.dtype == torch.bool:
         raise ValueError(f"groups: expected an integer tensor, got {groups.dtype}")
-    if groups.numel():
-        upper = torch.as_tensor(list(n_groups), device=groups.device)
-        bad = (groups < -1) | (groups >= upper)
+    array = groups.detach().cpu().numpy().astype(np.int64, copy=False)
+    if array.size:
+        bad = (array < -1) | (array >= np.asarray(n_groups))
         if bad.any():
-            row, col = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(f"groups[{row}, {col}] = {int(groups[row, col])}: expected -1 (unknown) "
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"groups[{row}, {col}] = {int(array[row, col])}: expected -1 (unknown) "
                              f"or a group id in 0..{n_groups[col] - 1}")
+    return array
 
 
-def _flat_index(groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """(index into the flat K-vector of groups, mask of known entries), both [B, A]."""
-    _check_groups(groups, n_groups)
-    offsets = _offsets(tuple(n_groups)).to(groups.device)
-    known = groups >= 0
-    return (groups.long() + offsets).clamp(min=0), known
+def _flat_index(groups: Tensor, n_groups: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(index into the flat K-vector of groups, mask of known entries), both numpy [B, A]."""
+    array = _groups_array(groups, n_groups)
+    return np.maximum(array + _offsets(tuple(n_groups)), 0), array >= 0
 
 
 @lru_cache(maxsize=16)
-def _offsets(n_groups: tuple[int, ...]) -> Tensor:
-    """Where each attribute starts in the flat K-vector (a cached CPU tensor: never modify it)."""
-    return torch.as_tensor([sl.start for sl in _attribute_slices(n_groups)])
+def _offsets(n_groups: tuple[int, ...]) -> np.ndarray:
+    """Where each attribute starts in the flat K-vector (cached: never modify it)."""
+    return np.asarray([sl.start for sl in _attribute_slices(n_groups)], dtype=np.int64)
 
 
-def _group_stats(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
+def _group_stats(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Per-group (mean loss, count) of S steps at once: losses [S, B], groups [S, B, A] ->
-    float64 / int64 [S, K]; the mean is NaN where count is 0.
+    float64 / int64 numpy [S, K]; the mean is NaN where count is 0.
 
     Computed on the CPU in float64: a batch is tiny, and GPU scatter-adds sum in a random order,
-    which would make y (and so the whole BO trajectory) irreproducible. CPU ``bincount`` adds in
-    input order, so a step's row is the same bit for bit whether it is computed alone or with others."""
+    which would make y (and so the whole BO trajectory) irreproducible. ``bincount`` adds in input
+    order, so a step's row is the same bit for bit whether it is computed alone or with others."""
     if groups.dim() != 3 or losses.shape != groups.shape[:2]:
         raise ValueError(f"losses: expected shape {tuple(groups.shape[:2])} (one loss per row of groups), "
                          f"got {tuple(losses.shape)}")
     n_steps, batch = losses.shape
     k = sum(n_groups)
-    idx, known = _flat_index(groups.cpu().reshape(n_steps * batch, groups.shape[2]), n_groups)
-    idx = idx + (torch.arange(n_steps * batch) // max(batch, 1) * k)[:, None]  # step s owns bins s*K..s*K+K-1
-    values = losses.detach().to("cpu", torch.float64).reshape(-1, 1).expand(idx.shape)
-    sums = torch.bincount(idx[known], weights=values[known], minlength=n_steps * k)
-    counts = torch.bincount(idx[known], minlength=n_steps * k)
-    return (sums / counts).reshape(n_steps, k), counts.reshape(n_steps, k)  # 0 / 0 = NaN: absent group
+    idx, known = _flat_index(groups.reshape(n_steps * batch, groups.shape[2]), n_groups)
+    idx = idx + (np.arange(n_steps * batch) // max(batch, 1) * k)[:, None]  # step s owns bins s*K..s*K+K-1
+    values = np.broadcast_to(losses.detach().to("cpu", torch.float64).numpy().reshape(-1, 1), idx.shape)
+    sums = np.bincount(idx[known], weights=values[known], minlength=n_steps * k)
+    counts = np.bincount(idx[known], minlength=n_steps * k)
+    with np.errstate(invalid="ignore"):  # 0 / 0 = NaN: an absent group
+        return (sums / counts).reshape(n_steps, k), counts.reshape(n_steps, k)
 
 
 def _one_step(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> tuple[Tensor, Tensor]:
     """One batch (losses [B], groups [B, A]) as a step of :func:`_group_stats`, after checking shapes."""
     if groups.dim() != 2 or groups.shape[1] != len(n_groups):
-        _check_groups(groups, n_groups)  # raises the shape message
+        _groups_array(groups, n_groups)  # raises the shape message
     if losses.dim() != 1 or losses.shape[0] != groups.shape[0]:
         raise ValueError(f"losses: expected shape [{groups.shape[0]}] (one loss per row of groups), "
                          f"got {tuple(losses.shape)}")
@@ -109,7 +113,7 @@ def group_means(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> list
     """Mean loss of every group, one float64 CPU tensor per attribute, NaN for groups absent from the
     batch (for logging per-group losses). Unknown (-1) entries are left out of their attribute."""
     means, _ = _group_stats(*_one_step(losses, groups, n_groups), n_groups)
-    return list(means[0].split(list(n_groups)))
+    return [torch.from_numpy(m) for m in _split(means[0], n_groups)]
 
 
 def group_gap(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) -> float:
@@ -133,19 +137,25 @@ def step_group_stats(losses: Tensor, groups: Tensor, n_groups: Sequence[int]) ->
         raise ValueError(f"groups: expected shape [S, B, {len(n_groups)}] (S steps of B rows, one column "
                          f"per attribute), got {tuple(groups.shape)}")
     means, counts = _group_stats(losses, groups, n_groups)
-    return means, _gaps(means, counts, n_groups)
+    return torch.from_numpy(means), torch.from_numpy(_gaps(means, counts, n_groups))
 
 
-def _gaps(means: Tensor, counts: Tensor, n_groups: Sequence[int]) -> Tensor:
+def _gaps(means: np.ndarray, counts: np.ndarray, n_groups: Sequence[int]) -> np.ndarray:
     """Sum over attributes of (max - min) over present groups, per row of [S, K]: float64 [S].
     The attributes are added in order to a start of 0.0, as a loop over Python floats would."""
-    gap = torch.zeros(means.shape[0], dtype=torch.float64)
-    for m, c in zip(means.split(list(n_groups), dim=1), counts.split(list(n_groups), dim=1)):
-        present = c > 0
-        high = torch.where(present, m, -math.inf).amax(dim=1)
-        low = torch.where(present, m, math.inf).amin(dim=1)
-        gap = gap + torch.where(present.sum(dim=1) >= 2, high - low, 0.0)
+    gap = np.zeros(means.shape[0], dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf from infinite losses: NaN, as it should be
+        for sl in _attribute_slices(tuple(n_groups)):
+            present = counts[:, sl] > 0
+            high = np.where(present, means[:, sl], -np.inf).max(axis=1)
+            low = np.where(present, means[:, sl], np.inf).min(axis=1)
+            gap = gap + np.where(present.sum(axis=1) >= 2, high - low, 0.0)
     return gap
+
+
+def _split(vector: np.ndarray, n_groups: Sequence[int]) -> list[np.ndarray]:
+    """A flat K-vector cut into one piece per attribute."""
+    return [vector[sl] for sl in _attribute_slices(tuple(n_groups))]
 
 
 # ------------------------------------------------------------------------ randomness helpers
@@ -252,12 +262,11 @@ class FairBayesianPerturbation:
     def weights(self, groups: Tensor) -> Tensor:
         """Per-sample loss weights (float32 [B], on ``groups``' device) from the current sigma.
         An unknown group (-1) adds no term for that attribute."""
-        idx, known = _flat_index(groups.cpu(), self.n_groups)
+        idx, known = _flat_index(groups, self.n_groups)
         noise = torch.randn(idx.shape, dtype=torch.float64,
-                            generator=_generator(self.seed, _NOISE, self.rank, self._draws))
+                            generator=_generator(self.seed, _NOISE, self.rank, self._draws)).numpy()
         self._draws += 1
-        scale = torch.where(known, self._sigma[idx], torch.zeros((), dtype=torch.float64))
-        w = 1.0 + (scale * noise).sum(dim=1)
+        w = torch.from_numpy(1.0 + (np.where(known, self._sigma.numpy()[idx], 0.0) * noise).sum(axis=1))
         if self.clamp:
             w = _clamp_mean_one(w)
         return w.to(device=groups.device, dtype=torch.float32)
@@ -270,11 +279,10 @@ class FairBayesianPerturbation:
         :meth:`_bo_step`)."""
         means, counts = _group_stats(*_one_step(losses, groups, self.n_groups), self.n_groups)
         gap = float(_gaps(means, counts, self.n_groups)[0])
-        means = means[0]
         y = -gap if gap else 0.0  # no "-0.0" in logs
         self._step += 1
         record = {"step": self._step, "y": y, "sigma_used": self._sigma.tolist(),
-                  "group_means": [m.tolist() for m in means.split(self.n_groups)], "bo": None}
+                  "group_means": [m.tolist() for m in _split(means[0], self.n_groups)], "bo": None}
         if self.bo:
             self._buffer_x.append(self._sigma.clone())
             self._buffer_y.append(y)
@@ -377,12 +385,12 @@ def reweight_weights(groups: Tensor, n_groups: Sequence[int]) -> Tensor:
     weights are finally rescaled to mean 1. Each attribute's term alone balances that attribute;
     averaged over A attributes the weighted share of group g is only pulled part of the way to
     1 / n_a (for independent attributes: (1 / n_a + (A - 1) * N_{a,g} / N) / A)."""
-    idx, known = _flat_index(groups, n_groups)
+    idx, known = (torch.from_numpy(a).to(groups.device) for a in _flat_index(groups, n_groups))
     if idx.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float32, device=groups.device)
     counts = torch.bincount(idx[known], minlength=sum(n_groups)).to(torch.float64)
     term = torch.empty_like(counts)
-    for sl, c in zip(_attribute_slices(n_groups), counts.split(list(n_groups))):
+    for sl, c in zip(_attribute_slices(tuple(n_groups)), counts.split(list(n_groups))):
         term[sl] = c.sum() / ((c > 0).sum() * c)  # inf for absent groups, which no sample indexes
     per_attribute = torch.where(known, term[idx], torch.full((), math.nan, dtype=torch.float64, device=idx.device))
     w = per_attribute.nanmean(dim=1).nan_to_num(nan=1.0)
@@ -403,7 +411,7 @@ def balanced_sampling_weights(groups: Tensor, n_groups: Sequence[int], tol: floa
     balance part of the way. If no exact balance exists (e.g. a group of one attribute always
     occurs with one group of another, and the two attributes have different numbers of groups),
     a warning reports the remaining imbalance."""
-    _check_groups(groups, n_groups)
+    _groups_array(groups, n_groups)
     if groups.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64, device=groups.device)
     # Samples with the same group tuple share a weight, so rake the few distinct tuples ("cells").
@@ -430,7 +438,8 @@ def balanced_sampling_weights(groups: Tensor, n_groups: Sequence[int], tol: floa
     return w / w.sum()
 
 
-def _attribute_slices(n_groups: Sequence[int]) -> list[slice]:
+@lru_cache(maxsize=16)
+def _attribute_slices(n_groups: tuple[int, ...]) -> tuple[slice, ...]:
     """Where each attribute's groups sit in the flat K-vector."""
     ends = np.cumsum(list(n_groups)).tolist()
-    return [slice(end - n, end) for n, end in zip(n_groups, ends)]
+    return tuple(slice(end - n, end) for n, end in zip(n_groups, ends))

@@ -310,14 +310,17 @@ def test_bo_candidates_lie_in_the_unit_cube_and_approach_the_planted_optimum():
     assert distances[-1] < distances[0]
 
 
-def test_recorded_bo_events_are_replayed_exactly():
+@pytest.mark.parametrize("gp_likelihood", ["closed_form", "gpytorch"])
+def test_recorded_bo_events_are_replayed_exactly(gp_likelihood):
     # the first BO events of a real fairbo run (benchmarks/results/fbp_trace_mini.csv.gz) through the
-    # method's BO step: the candidates it recorded come back (recorded before the UCB was computed in closed form)
+    # method's BO step: the candidates it recorded come back, with the fit's likelihood in closed form
+    # or through gpytorch (the run was recorded before either the UCB or the fit was computed in closed form)
     import pandas as pd
 
     trace = pd.read_csv(Path(__file__).parents[1] / "benchmarks" / "results" / "fbp_trace_mini.csv.gz")
     sigma = [c for c in trace.columns if c.startswith("sigma[")]
-    fbp = FairBayesianPerturbation(FAIRGENMED_GROUPS, window=30, seed=int(trace["seed"].iloc[0]))
+    fbp = FairBayesianPerturbation(FAIRGENMED_GROUPS, window=30, seed=int(trace["seed"].iloc[0]),
+                                   gp_likelihood=gp_likelihood)
     for end in (30, 60, 90, 120):
         part = trace.iloc[end - 30:end]
         fbp._buffer_x = list(torch.tensor(part[sigma].to_numpy(), dtype=torch.float64))
@@ -350,7 +353,7 @@ def test_load_state_dict_rejects_other_group_layouts():
 
 @pytest.mark.parametrize("setting, value", [
     ("seed", 1), ("window", 6), ("exploitation", 0.9), ("beta", 0.2), ("clamp", True), ("bo", False),
-    ("rank", 1), ("num_restarts", 3), ("raw_samples", 10), ("warm_start", True)])
+    ("rank", 1), ("num_restarts", 3), ("raw_samples", 10), ("warm_start", True), ("gp_likelihood", "gpytorch")])
 def test_state_saved_with_other_settings_is_refused_and_nothing_is_loaded(setting, value):
     saved = FairBayesianPerturbation(**PLANTED)
     run_planted(saved, 3)  # no BO event yet: cheap
@@ -359,6 +362,16 @@ def test_state_saved_with_other_settings_is_refused_and_nothing_is_loaded(settin
                                          f"this object {value!r}"):
         other.load_state_dict(saved.state_dict())
     assert other.step == 0 and torch.equal(other.sigma, torch.ones(4, dtype=torch.float64))
+
+
+def test_state_saved_before_gp_likelihood_existed_continues_with_the_gpytorch_fit():
+    # a checkpoint of a run made before the setting existed ran the fit through gpytorch: it loads into
+    # an object built with gp_likelihood="gpytorch" (what `fbp.gp_likelihood: gpytorch` builds) and no other
+    state = FairBayesianPerturbation(**PLANTED, gp_likelihood="gpytorch").state_dict()
+    del state["settings"]["gp_likelihood"]
+    FairBayesianPerturbation(**PLANTED, gp_likelihood="gpytorch").load_state_dict(state)
+    with pytest.raises(ValueError, match="gp_likelihood: saved 'gpytorch', this object 'closed_form'"):
+        FairBayesianPerturbation(**PLANTED).load_state_dict(state)
 
 
 def test_state_without_settings_is_refused():
@@ -373,6 +386,8 @@ def test_bad_bo_settings_are_rejected():
         FairBayesianPerturbation([2, 2], num_restarts=0)
     with pytest.raises(ValueError, match="raw_samples=0"):
         FairBayesianPerturbation([2, 2], raw_samples=0)
+    with pytest.raises(ValueError, match="gp_likelihood: expected one of"):
+        FairBayesianPerturbation([2, 2], gp_likelihood="exact")
 
 
 WARM = {**PLANTED, "warm_start": True}

@@ -16,7 +16,9 @@ Variants (same tiny model, data, batch, threads; one process; fp32; the first st
   fused kernel saves.
 
 Window 30 and 90 timed steps after 5 warm-up steps, so the fairbo timing holds exactly three BO
-events. `--repeats N` alternates the variants N times and reports each one's median run. The
+events. `--repeats N` alternates the variants N times and reports each one's median run; the ratios
+(``speedup_vs_reference``, ``fairbo_overhead``, ``fbp_share_of_baseline_step``) are taken within each
+repeat and reported as their median over the repeats, with their range (``_min``, ``_max``). The
 fairbo run also times FBP's own calls (weights, update, BO events): ``fbp_share_of_baseline_step``
 is that time over the baseline step, which the machine's drifting speed (step means of one variant
 spread by 15 %) does not blur as it blurs ``fairbo_overhead``, the end-to-end ratio. Writes
@@ -178,14 +180,22 @@ def main() -> None:
     frame.insert(0, "resolution", cfg["data"]["resolution"])
     frame.insert(0, "batch", cfg["train"]["batch_size"])
     frame.insert(0, "profile", args.profile)
-    if "reference" in frame.index:
-        frame["speedup_vs_reference"] = frame.loc["reference", "ms_per_step_mean"] / frame["ms_per_step_mean"]
-    if {"fairdiff", "fairdiff-fairbo"} <= set(frame.index):
+    # Ratios within each repeat (runs minutes apart, so a drift of the machine's speed cancels more than
+    # between medians), then their median and range over the repeats.
+    mean = runs.pivot(index="repeat", columns="variant", values="ms_per_step_mean")
+    fbp_ms = runs.pivot(index="repeat", columns="variant", values="fbp_ms_per_step")
+    ratios = {}
+    if "reference" in mean:
+        ratios["speedup_vs_reference"] = {v: mean["reference"] / mean[v] for v in mean}
+    if {"fairdiff", "fairdiff-fairbo"} <= set(mean):
         # end to end (swings with the machine's speed), and FBP's own work over the baseline step (robust)
-        frame.loc["fairdiff-fairbo", "fairbo_overhead"] = (frame.loc["fairdiff-fairbo", "ms_per_step_mean"]
-                                                           / frame.loc["fairdiff", "ms_per_step_mean"] - 1)
-        frame.loc["fairdiff-fairbo", "fbp_share_of_baseline_step"] = (frame.loc["fairdiff-fairbo", "fbp_ms_per_step"]
-                                                                      / frame.loc["fairdiff", "ms_per_step_mean"])
+        ratios["fairbo_overhead"] = {"fairdiff-fairbo": mean["fairdiff-fairbo"] / mean["fairdiff"] - 1}
+        ratios["fbp_share_of_baseline_step"] = {"fairdiff-fairbo": fbp_ms["fairdiff-fairbo"] / mean["fairdiff"]}
+    for column, per_variant in ratios.items():
+        for variant, values in per_variant.items():
+            frame.loc[variant, column] = values.median()
+            if args.repeats > 1:
+                frame.loc[variant, f"{column}_min"], frame.loc[variant, f"{column}_max"] = values.min(), values.max()
     frame["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = RESULTS / ("train.csv" if args.batch is None else f"train-b{args.batch}.csv")
     io.write_csv(out, frame.reset_index(), float_format="%.4g")

@@ -150,7 +150,7 @@ def is_current(target: str | Path, st: Stage) -> bool:
 def differences(stamp: dict, st: Stage) -> list[str]:
     """What changed between the stamped settings and the current ones, one ``key: old -> new`` each."""
     old, new = stamp.get("settings", {}), st.settings
-    lines = [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
+    lines = [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" + _made_before(k, old, new)
              for k in sorted(set(old) | set(new)) if old.get(k, "(absent)") != new.get(k, "(absent)")]
     for k in sorted(set(stamp.get("inputs", {})) | set(st.inputs)):
         if stamp.get("inputs", {}).get(k) != st.inputs.get(k) and not lines:
@@ -159,6 +159,14 @@ def differences(stamp: dict, st: Stage) -> list[str]:
         if k in stamp and stamp[k] != st.identity[k]:
             lines.insert(0, f"{k}: {stamp.get(k)!r} -> {st.identity[k]!r}")
     return lines
+
+
+def _made_before(key: str, old: dict, new: dict) -> str:
+    """How to reuse work stamped before the setting ``key`` existed, if that is what the difference is."""
+    if key in OMITTED_AT and key not in old and key in new:
+        return (f" (made before this setting existed, i.e. with {OMITTED_AT[key]!r}: "
+                f"--set {key}={OMITTED_AT[key]} reuses it)")
+    return ""
 
 
 def move_aside(folder: str | Path) -> Path:

@@ -75,7 +75,10 @@ def test_a_setting_added_later_keeps_older_runs_keys_at_the_value_they_ran_with(
     assert "train.adamw_kernel" not in stage_keys.train_stage(legacy, "baseline").settings
     assert stage_keys.differences({"settings": stage_keys.train_stage(older, "fairbo").settings},
                                   stage_keys.train_stage(cfg, "fairbo")) == [
-        "fbp.gp_likelihood: '(absent)' -> 'closed_form'", "train.adamw_kernel: '(absent)' -> 'fused'"]
+        "fbp.gp_likelihood: '(absent)' -> 'closed_form' (made before this setting existed, i.e. with 'gpytorch': "
+        "--set fbp.gp_likelihood=gpytorch reuses it)",
+        "train.adamw_kernel: '(absent)' -> 'fused' (made before this setting existed, i.e. with 'auto': "
+        "--set train.adamw_kernel=auto reuses it)"]
 
 
 def test_settings_changes_reuse_refuse_and_move_aside_but_never_delete(synthetic_fairgenmed, tmp_path, one_thread):

@@ -148,6 +148,9 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
     if acc.is_main_process and not (out_dir / "config.yaml").is_file():  # written once, never by a resume
         io.write_text(out_dir / "config.yaml", config_mod.dump(cfg | {"method": method, "base": base}))
 
+    # The same Parameter objects for the whole run (prepare and load_checkpoint work in place): listed once,
+    # since walking the module tree for them twice a step cost about 0.5 ms.
+    params = list(acc.unwrap_model(unet).parameters())
     total = tc["steps"] if max_steps is None else min(max_steps, tc["steps"])
     accum = tc["gradient_accumulation_steps"]
     group_cols = _group_columns(schema)
@@ -170,7 +173,7 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
                 loss = (w * per_sample).mean()
                 acc.backward(loss)
                 if acc.sync_gradients and tc["max_grad_norm"]:
-                    acc.clip_grad_norm_(unet.parameters(), tc["max_grad_norm"])
+                    acc.clip_grad_norm_(params, tc["max_grad_norm"])
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             gathered_l.append(acc.gather(per_sample.detach().float()))  # left on the device until logged
@@ -184,7 +187,7 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
             if world > 1:  # a single process already holds its sigma
                 fbp.sigma = broadcast(fbp.sigma.to(acc.device)).cpu()
         if ema is not None:
-            ema.step(acc.unwrap_model(unet).parameters())
+            ema.step(params)
         state.step += 1
         if on_step is not None:
             on_step({"step": state.step, "rank": rank, "world": world, "local_batch": tc["batch_size"] * accum,

@@ -32,7 +32,7 @@ from botorch.exceptions.errors import ModelFittingError
 from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
-from fairdiff.gaussian_process import GP_LIKELIHOODS, fit_and_maximise, propose_sigma
+from fairdiff.gaussian_process import check_gp_likelihood, fit_and_maximise, propose_sigma
 
 __all__ = [
     "group_means", "group_gap", "FairBayesianPerturbation", "propose_sigma",
@@ -199,9 +199,9 @@ class FairBayesianPerturbation:
     authors': 5 and 20). ``warm_start=True`` starts each GP fit from the hyperparameters of the
     previous one instead of gpytorch's initial values (the authors' setting, ``warm_start=False``):
     the fit then needs fewer iterations. ``gp_likelihood`` is how the fit evaluates the GP's
-    marginal likelihood (:func:`_fit`): ``"closed_form"`` (default) or through gpytorch
-    (``"gpytorch"``, the authors' code); the same model and optimiser, about twice as fast per
-    evaluation. benchmarks/results/bo_replay.md measures, on a recorded trace, the time each
+    marginal likelihood (:func:`fairdiff.gaussian_process.fit`): ``"closed_form"`` (default) or
+    through gpytorch (``"gpytorch"``, the authors' code); the same model and optimiser, a third less
+    time per BO event. benchmarks/results/bo_replay.md measures, on a recorded trace, the time each
     setting saves and how far the chosen sigma moves.
 
     Distributed training: only rank 0 calls :meth:`update` (with losses and groups gathered from
@@ -222,8 +222,7 @@ class FairBayesianPerturbation:
             raise ValueError(f"exploitation: expected a rate in [0, 1], got {exploitation}")
         if seed < 0 or rank < 0:
             raise ValueError(f"seed and rank must be non-negative integers, got seed={seed}, rank={rank}")
-        if gp_likelihood not in GP_LIKELIHOODS:
-            raise ValueError(f"gp_likelihood: expected one of {GP_LIKELIHOODS}, got {gp_likelihood!r}")
+        check_gp_likelihood(gp_likelihood)  # here, not at the first BO event
         if num_restarts < 1 or raw_samples < 1:
             raise ValueError(f"num_restarts and raw_samples: expected positive integers, got "
                              f"num_restarts={num_restarts}, raw_samples={raw_samples}")

@@ -32,7 +32,8 @@ from gpytorch.priors import GammaPrior
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
-__all__ = ["GP_LIKELIHOODS", "gaussian_process", "fit", "CachedUCB", "propose_sigma", "gp_hyperparameters"]
+__all__ = ["GP_LIKELIHOODS", "check_gp_likelihood", "gaussian_process", "fit", "CachedUCB", "propose_sigma",
+           "gp_hyperparameters"]
 
 # How a fit evaluates the marginal likelihood it maximises (``fbp.gp_likelihood``).
 GP_LIKELIHOODS = ("closed_form", "gpytorch")
@@ -73,6 +74,12 @@ def gaussian_process(x: Tensor, y: Tensor) -> SingleTaskGP:
     likelihood = GaussianLikelihood(noise_prior=noise_prior,
                                     noise_constraint=GreaterThan(1e-4, transform=None, initial_value=noise_mode))
     return SingleTaskGP(x, y, likelihood=likelihood, covar_module=kernel, outcome_transform=Standardize(m=1))
+
+
+def check_gp_likelihood(likelihood: str) -> None:
+    """Refuse a ``gp_likelihood`` that is not one of :data:`GP_LIKELIHOODS`."""
+    if likelihood not in GP_LIKELIHOODS:
+        raise ValueError(f"gp_likelihood: expected one of {GP_LIKELIHOODS}, got {likelihood!r}")
 
 
 def _check_model(gp: SingleTaskGP, who: str) -> None:
@@ -145,8 +152,7 @@ def fit(gp: SingleTaskGP, likelihood: str = "closed_form") -> None:
     through gpytorch (the authors' code), ``"closed_form"`` through :func:`_negative_mll`. The two
     agree to rounding, which L-BFGS-B can carry into the fitted values at the size of its
     tolerance: benchmarks/results/bo_replay.md measures how far the chosen sigma moves."""
-    if likelihood not in GP_LIKELIHOODS:
-        raise ValueError(f"gp_likelihood: expected one of {GP_LIKELIHOODS}, got {likelihood!r}")
+    check_gp_likelihood(likelihood)
     mll = ExactMarginalLogLikelihood(gp.likelihood, gp)
     if likelihood == "gpytorch":
         fit_gpytorch_mll(mll)

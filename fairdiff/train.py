@@ -221,8 +221,9 @@ def _adamw_kernel(choice: str, device: torch.device) -> dict:
     few steps). ``auto``: fused on CUDA, ``foreach`` elsewhere (bit-identical to the loop on the CPU),
     what runs trained before the setting existed used. Either repeats exactly run to run and on resume
     (a checkpoint's optimizer state carries its kernel)."""
-    if choice not in ("fused", "auto"):
-        raise ValueError(f"train.adamw_kernel: expected 'fused' or 'auto', got {choice!r}")
+    if choice not in config_mod.CHOICES["train.adamw_kernel"]:
+        raise ValueError(f"train.adamw_kernel: expected one of {config_mod.CHOICES['train.adamw_kernel']}, "
+                         f"got {choice!r}")
     return {"fused": True} if choice == "fused" or device.type == "cuda" else {"foreach": True}
 
 

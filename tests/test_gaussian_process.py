@@ -88,6 +88,10 @@ def test_both_likelihoods_fit_the_same_hyperparameters():
 def test_unknown_likelihood_and_foreign_models_are_refused():
     from botorch.models import SingleTaskGP
 
+    from fairdiff.config import CHOICES
+
+    assert CHOICES["fbp.gp_likelihood"] == gaussian_process.GP_LIKELIHOODS  # the config offers what fit accepts
+
     x, y = _data(n=6, k=2)
     with pytest.raises(ValueError, match="gp_likelihood: expected one of"):
         gaussian_process.fit(gaussian_process.gaussian_process(x, y), "exact")

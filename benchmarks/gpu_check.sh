@@ -2,7 +2,7 @@
 # The prepared GPU run: the paper profile's code path end to end on one GPU at reduced length
 # (benchmarks/gpu_check.py: SD-2.1-sized UNet at 512 px in bf16, streamed cache, 200 fairbo steps
 # with BO events, 64 DDIM samples, EfficientNet-B1 at 200 px). Prints images/s, steps/s, MFU and
-# peak GPU memory per stage; exits non-zero on any error. About 4-5 minutes on an H200.
+# peak GPU memory per stage; exits non-zero on any error. Not yet run on a GPU for this repository, so its length there is unmeasured.
 #
 # The exact device command (device tool `run`, from the repository root):
 #   command:   bash benchmarks/gpu_check.sh

@@ -13,7 +13,7 @@ import pandas as pd
 from fairdiff import io
 
 TABLES = ("generation_metrics", "fid_gap", "equity_scaled_generation", "semantic_metrics", "classifier_fairness",
-          "attribute_fidelity")
+          "attribute_fidelity", "group_reference_metrics")  # the last only with evaluate.reference.attribute set
 
 
 def tables_dir(ctx) -> Path:
@@ -93,6 +93,10 @@ def evaluate(ctx, methods=None, progress: bool = False) -> dict[str, pd.DataFram
     tables = {"generation_metrics": gen, "fid_gap": fid_gap(gen), "equity_scaled_generation": equity(gen, methods),
               "semantic_metrics": sem, "classifier_fairness": sem[sem["metric"].isin(["es_auc", "dpd", "eod"])],
               "attribute_fidelity": fidelity}
+    if ctx.cfg["evaluate"]["reference"]["attribute"] is not None:
+        announce("evaluate", "groups at matched size (evaluate.reference)")
+        tables["group_reference_metrics"] = pd.concat([stages.group_reference_table(ctx, m) for m in methods],
+                                                      ignore_index=True)
     out = tables_dir(ctx)
     for name, frame in tables.items():
         io.write_csv(out / f"{name}.csv", frame, float_format="%.6g")

@@ -1,10 +1,11 @@
 """Training checkpoints: written complete or not at all, checked before they are trusted.
 
 A checkpoint is ``<run>/checkpoints/step-NNNNNNN/``: ``model.pt`` (UNet, optimiser, EMA),
-``rankR.pt`` per process (RNG and perturbation state), ``state.json`` (step, world size, log
-lengths), the logs so far (``metrics.csv``, ``bo_trace.csv``) and ``manifest.json``, the size and
-sha256 of every other file. The folder is filled under a temporary name, the manifest is written
-last and the folder is then renamed into place, so a killed run leaves no checkpoint at all.
+``rankR.pt`` per process (RNG and the method's state: FBP's sigma and BO buffer, group DRO's q),
+``state.json`` (step, world size, log lengths), the logs so far (``metrics.csv``, ``bo_trace.csv``)
+and ``manifest.json``, the size and sha256 of every other file. The folder is filled under a
+temporary name, the manifest is written last and the folder is then renamed into place, so a
+killed run leaves no checkpoint at all.
 A checkpoint damaged later (a truncated copy, a full disk, one flipped bit) fails :func:`verify`;
 ``resume="latest"`` then falls back to the newest intact one (:func:`latest_intact`) and says so.
 """
@@ -195,9 +196,10 @@ def _read_log(path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------- saving and loading
 
-def save_checkpoint(out_dir: Path, state, acc, unet, optimizer, ema, fbp, rank: int, keep: int) -> Path:
-    """Every rank writes its own RNG and perturbation state into a temporary folder; the main process
-    adds the model, optimiser, EMA, logs and finally the manifest, then renames the folder."""
+def save_checkpoint(out_dir: Path, state, acc, unet, optimizer, ema, method_state, rank: int, keep: int) -> Path:
+    """Every rank writes its own RNG and method state (``method_state``: the method's object with
+    ``state_dict``, FBP or group DRO, or None) into a temporary folder; the main process adds the
+    model, optimiser, EMA, logs and finally the manifest, then renames the folder."""
     ckpt_root = Path(out_dir) / "checkpoints"
     final = ckpt_root / checkpoint_name(state.step)
     tmp = ckpt_root / f"{TMP_PREFIX}{final.name}"
@@ -205,8 +207,8 @@ def save_checkpoint(out_dir: Path, state, acc, unet, optimizer, ema, fbp, rank: 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
-    torch.save({"torch_rng": torch.get_rng_state(), "fbp": fbp.state_dict() if fbp is not None else {}},
-               tmp / f"rank{rank}.pt")
+    torch.save({"torch_rng": torch.get_rng_state(),
+                "method_state": method_state.state_dict() if method_state is not None else {}}, tmp / f"rank{rank}.pt")
     if acc.is_main_process:
         torch.save({"unet": acc.unwrap_model(unet).state_dict(), "optimizer": optimizer.state_dict(),
                     "ema": ema.state_dict() if ema is not None else {}}, tmp / "model.pt")
@@ -236,7 +238,7 @@ def write_manifest(folder: Path) -> None:
     io.write_text(folder / MANIFEST, json.dumps({"format": 1, "files": files}, indent=1))
 
 
-def load_checkpoint(ckpt: Path, out_dir: Path, acc, unet, optimizer, ema, fbp, rank: int) -> dict:
+def load_checkpoint(ckpt: Path, out_dir: Path, acc, unet, optimizer, ema, method_state, rank: int) -> dict:
     """Restore everything saved in ``ckpt`` (call :func:`latest_intact` or :func:`require_intact`
     first) and rebuild the run's logs from it; returns step, metrics and bo_trace.
 
@@ -254,8 +256,8 @@ def load_checkpoint(ckpt: Path, out_dir: Path, acc, unet, optimizer, ema, fbp, r
             ema.load_state_dict(model["ema"])
     with _does_not_fit(ckpt / f"rank{rank}.pt"):
         torch.set_rng_state(mine["torch_rng"])
-        if fbp is not None:
-            fbp.load_state_dict(mine["fbp"])
+        if method_state is not None:  # checkpoints written before group DRO existed name it "fbp"
+            method_state.load_state_dict(mine["method_state"] if "method_state" in mine else mine["fbp"])
     metrics, bo_trace = _read_log(ckpt / "metrics.csv"), _read_log(ckpt / "bo_trace.csv")
     if acc.is_main_process:
         _rebuild_logs(Path(out_dir), ckpt, meta["step"], metrics, bo_trace)

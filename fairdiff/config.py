@@ -24,14 +24,19 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 PROFILES = ("smoke", "mini", "paper", "study", "study-smoke")
 DEFAULTS = CONFIG_DIR / "mini.yaml"
 DATASETS = ("fairgenmed", "ham10000", "chexpert")
-METHODS = ("baseline", "random", "fairbo", "reweight", "resample")
+METHODS = ("baseline", "random", "fairbo", "reweight", "resample", "groupdro")
 
 # Passed whole to diffusers/transformers config constructors or the synthetic generator's parameter
 # class, which check their own keys.
-OPEN_MAPPINGS = {"model.vae", "model.unet", "model.text", "data.synth"}
+# fbp.sigma_groups ("attribute=group": sigma) is checked against the dataset's schema (check_schema_names).
+# study.arms (name: {method, set}) is checked by fairdiff.study.arms, each arm through this validation.
+OPEN_MAPPINGS = {"model.vae", "model.unet", "model.text", "data.synth", "fbp.sigma_groups", "study.arms",
+                 "pretrain.synth"}
 # Keys whose default is null: the type a value must have when it is set.
 NULLABLE = {"data.root": str, "data.seed": int, "model.pretrained": str, "evaluate.inception_weights": str,
-            "evaluate.classifiers[].image_size": int, "evaluate.classifiers[].weights": str}
+            "evaluate.classifiers[].image_size": int, "evaluate.classifiers[].weights": str,
+            "fbp.weight_floor": float, "train.report_to": str, "reweight.attributes": list, "resample.attributes": list,
+            "evaluate.reference.attribute": str}
 CHOICES = {
     "dataset": DATASETS,
     "methods[]": METHODS,
@@ -39,23 +44,29 @@ CHOICES = {
     "model.prediction_type": ("v_prediction", "epsilon"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.adamw_kernel": ("fused", "auto"),
+    "train.report_to": ("tensorboard", "trackio", "wandb"),
     "fbp.gp_likelihood": ("closed_form", "gpytorch"),
     "sample.scheduler": ("ddim", "dpmsolver"),
     "sample.unet": ("ema", "raw"),
     "sample.dtype": ("float32", "float16", "bfloat16", "float64"),
     "evaluate.classifiers[].arch": ("small_cnn", "efficientnet_b1", "vit_b16"),
+    "study.analysis.endpoint": ("fid_minus_majority", "kid_minus_majority"),
 }
 # (low, high, what): inclusive bounds; None is open.
 RANGES = {
     "seed": (0, None), "data.n": (1, None), "data.resolution": (8, None), "data.val_fraction": (0.0, 0.9),
     "data.num_workers": (0, None),
     "vae.steps": (0, None), "vae.batch_size": (1, None), "vae.lr": (0.0, None), "vae.kl_weight": (0.0, None),
+    "pretrain.steps": (0, None), "pretrain.n": (1, None), "pretrain.seed": (0, None), "pretrain.lr": (0.0, None),
+    "pretrain.batch_size": (1, None), "pretrain.checkpoint_every": (1, None), "pretrain.curve_every": (1, None),
+    "pretrain.curve_images": (2, None),
     "train.steps": (1, None), "train.batch_size": (1, None), "train.gradient_accumulation_steps": (1, None),
     "train.lr": (0.0, None), "train.adam_weight_decay": (0.0, None), "train.max_grad_norm": (0.0, None),
     "train.ema_decay": (0.0, 1.0), "train.uncond_prob": (0.0, 1.0), "train.checkpoint_every": (1, None),
-    "train.keep_checkpoints": (1, None), "train.log_every": (1, None),
+    "train.keep_checkpoints": (1, None), "train.log_every": (1, None), "train.validation_every": (0, None),
     "fbp.window": (2, None), "fbp.exploitation": (0.0, 1.0), "fbp.beta": (0.0, None),
-    "fbp.bo_restarts": (1, None), "fbp.bo_raw_samples": (1, None),
+    "fbp.bo_restarts": (1, None), "fbp.bo_raw_samples": (1, None), "fbp.sigma_init": (0.0, None),
+    "train.input_perturbation": (0.0, None), "groupdro.eta": (0.0, None),
     "sample.steps": (1, None), "sample.guidance_scale": (0.0, None), "sample.batch_size": (1, None),
     "sample.grid_per_group": (0, None),
     "evaluate.encoder.epochs": (1, None), "evaluate.encoder.lr": (0.0, None), "evaluate.encoder.batch_size": (1, None),
@@ -64,13 +75,17 @@ RANGES = {
     "evaluate.n_boot": (1, None), "evaluate.min_group_size": (1, None), "evaluate.is_splits": (1, None),
     "evaluate.mifid_eps": (0.0, 2.0), "evaluate.jackknife_blocks": (0, None), "evaluate.size_matched_floor": (2, None),
     "evaluate.size_matched_repeats": (1, None), "evaluate.kid_subset_size": (2, None), "evaluate.kid_subsets": (1, None),
-    "evaluate.prdc_k": (1, None), "evaluate.copy_quantile": (0.0, 1.0),
+    "evaluate.prdc_k": (1, None), "evaluate.copy_quantile": (0.0, 1.0), "evaluate.reference.per_group": (2, None),
     "study.seeds[]": (0, None), "study.sweep_window[]": (2, None), "study.sweep_exploitation[]": (0.0, 1.0),
-    "study.sweep_seeds[]": (0, None),
+    "study.sweep_seeds[]": (0, None), "study.workers": (1, None), "study.analysis.confidence": (0.5, 0.999),
+    "study.analysis.equivalence_margin": (0.0, None), "study.analysis.noninferiority_margin": (0.0, None),
+    "study.analysis.power": (0.05, 0.999), "study.analysis.target_halfwidth": (0.0, None),
 }
 # Settings that take either a number (in RANGES) or one of these words.
 NUMBER_OR_WORD = {"evaluate.mifid_eps": ("calibrated",)}
-STRICTLY_POSITIVE = {"vae.lr", "train.lr", "evaluate.encoder.lr", "evaluate.classifiers[].lr"}
+STRICTLY_POSITIVE = {"vae.lr", "train.lr", "pretrain.lr", "evaluate.encoder.lr", "evaluate.classifiers[].lr",
+                     "study.analysis.equivalence_margin", "study.analysis.noninferiority_margin",
+                     "study.analysis.target_halfwidth"}
 
 
 # ----------------------------------------------------------------------------- reading profiles
@@ -198,6 +213,10 @@ def _check_leaf(origin: str, path: str, value: Any, default: Any) -> None:
             _fail(origin, path, f"expected an integer or null, got {value!r}")
         if kind is str and not isinstance(value, str):
             _fail(origin, path, f"expected a string (a path or name) or null, got {value!r}")
+        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            _fail(origin, path, f"expected a number or null, got {value!r}")
+        if kind is list and not isinstance(value, list):
+            _fail(origin, path, f"expected a list or null, got {value!r}")
     elif isinstance(default, bool):
         if not isinstance(value, bool):
             _fail(origin, path, f"expected true or false, got {value!r}")
@@ -299,6 +318,12 @@ def load_config(profile: str | Path = "mini", dataset: str | None = None, overri
             check_values(extra, origin, partial=True)
             cfg = _merge(cfg, extra)
     check_values(cfg, str(path))
+    check_schema_names(cfg, " + ".join([str(path)] + [name for name, extra in (("overrides", overrides), ("--set", sets))
+                                                      if extra]))
+    for section, key in (("fbp", "sigma_init"), ("fbp", "weight_floor"), ("train", "input_perturbation"),
+                         ("groupdro", "eta")):  # numbers added with group DRO: 0 and 0.0 are one setting, one key
+        cfg[section][key] = None if cfg[section][key] is None else float(cfg[section][key])
+    cfg["fbp"]["sigma_groups"] = {name: float(v) for name, v in cfg["fbp"]["sigma_groups"].items()}
     e = cfg["evaluate"]  # local weight files, like data.root, are relative to the project
     e["inception_weights"] = _project_path(e["inception_weights"])
     for spec in e["classifiers"]:
@@ -311,6 +336,36 @@ def load_config(profile: str | Path = "mini", dataset: str | None = None, overri
         cfg["data"]["root"] = str(root if root.is_absolute() else (PROJECT_ROOT / root).resolve())
         cfg["data"].setdefault("synthetic", False)
     return cfg
+
+
+def check_schema_names(cfg: dict, origin: str) -> None:
+    """Settings that name the dataset's attributes and groups (the methods' targets) must name real
+    ones; also the one combination of method settings that contradicts itself."""
+    from fairdiff.schema import get_schema
+
+    schema = get_schema(cfg["dataset"])
+    names = schema.attribute_names
+    for key in ("reweight.attributes", "resample.attributes"):
+        section, field = key.split(".")
+        value = cfg[section][field]
+        if value is not None and (not value or not all(isinstance(v, str) and v in names for v in value)
+                                  or len(set(value)) != len(value)):
+            _fail(origin, key, f"expected null (every attribute) or a list of distinct attribute names of "
+                               f"{cfg['dataset']} ({', '.join(names)}), got {value!r}")
+    if cfg["groupdro"]["attribute"] not in names:
+        _fail(origin, "groupdro.attribute", f"expected an attribute of {cfg['dataset']} ({', '.join(names)}), "
+                                            f"got {cfg['groupdro']['attribute']!r}")
+    groups = [f"{a.name}={g}" for a in schema.attributes for g in a.groups]
+    for name, value in cfg["fbp"]["sigma_groups"].items():
+        if name not in groups:
+            _fail(origin, f"fbp.sigma_groups.{name}", f"not a group of {cfg['dataset']}; expected attribute=group, "
+                                                      f"one of {', '.join(groups)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            _fail(origin, f"fbp.sigma_groups.{name}", f"expected a number >= 0, got {value!r}")
+    if cfg["fbp"]["weight_floor"] is not None and cfg["fbp"]["clamp"]:
+        _fail(origin, "fbp.weight_floor", f"{cfg['fbp']['weight_floor']!r} cannot be combined with fbp.clamp: true "
+                                          "(a floor keeps the weights' scale, clamp rescales them to mean 1); "
+                                          "set one of them")
 
 
 def _project_path(value: str | None) -> str | None:

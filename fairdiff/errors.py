@@ -76,6 +76,25 @@ class RunConflict(RuntimeError):
     the message lists the differing keys and how to proceed."""
 
 
+class FolderInUse(RunConflict):
+    """Another live process is working in this folder (training a run, sampling into it, or a
+    notebook stage): the second one refuses before it changes anything (:mod:`fairdiff.locks`)."""
+
+
+class MissingPackage(ImportError):
+    """An optional package that a setting asks for is not installed; says which setting needs it
+    and how to install it. Raised before the work that needs it starts."""
+
+    def __init__(self, package: str, needed_for: str, install: str | None = None):
+        self.package, self.needed_for = package, needed_for
+        super().__init__(f"{needed_for} needs the package {package!r}, which is not installed: "
+                         f"{install or f'pip install {package}'}", name=package)
+
+
+class UsageError(ValueError):
+    """Command-line arguments that do not go together (e.g. ``sample --run`` without ``--out``)."""
+
+
 class CheckpointError(ValueError):
     """A training checkpoint that is damaged or does not fit the run resuming from it. Lists every
     problem, each naming its file, so the user can pick another checkpoint or delete this one."""
@@ -88,3 +107,24 @@ class CheckpointError(ValueError):
 class PipelineNotFound(OSError):
     """``model.pretrained`` names no pipeline this machine can load
     (:func:`fairdiff.models.pipeline_not_found_message` says what was tried and what to do)."""
+
+
+# What the command line reports in one line (exit status 2): problems of the user's input or
+# machine, each message naming the file, setting or package. A missing file or folder is a path the
+# user gave or a stage not yet run; ``--debug`` shows where it was looked for.
+USER_ERRORS = (ConfigError, DataError, RunConflict, CheckpointError, PipelineNotFound, MissingPackage, UsageError,
+               FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def require_optional_packages(cfg: dict, evaluate: bool = True) -> None:
+    """Refuse, before any work, settings whose optional package is not installed: a tracker
+    (``train.report_to``) and, when ``evaluate``, torch-fidelity (``evaluate.inception_weights``)."""
+    from fairdiff import tracking
+
+    tracking.require_tracker(cfg)
+    if evaluate and cfg["evaluate"]["inception_weights"]:
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+
+        if not _TORCH_FIDELITY_AVAILABLE:
+            raise MissingPackage("torch-fidelity", "evaluate.inception_weights (InceptionV3 features)",
+                                 "pip install 'fairdiff[inception]' (pulls torchvision and a CUDA torch)")

@@ -1,4 +1,4 @@
-"""Fair Bayesian Perturbation (FairDiffusion's method) and two standard fairness baselines.
+"""Fair Bayesian Perturbation (FairDiffusion's method), group DRO and two standard fairness baselines.
 
 Everything here is pure tensor code with no training loop: the trainer calls
 
@@ -35,7 +35,7 @@ from torch import Tensor
 from fairdiff.gaussian_process import check_gp_likelihood, fit_and_maximise, propose_sigma
 
 __all__ = [
-    "group_means", "group_gap", "FairBayesianPerturbation", "propose_sigma",
+    "group_means", "group_gap", "FairBayesianPerturbation", "GroupDRO", "propose_sigma",
     "reweight_weights", "balanced_sampling_weights",
 ]
 
@@ -175,9 +175,25 @@ def _clamp_mean_one(w: Tensor) -> Tensor:
     return w * (w.numel() / total) if total > 0 else torch.ones_like(w)
 
 
+def _check_saved_settings(state: dict, mine: dict, before: dict) -> None:
+    """Refuse a state saved with other settings than the object loading it was built with, naming
+    every difference. ``before``: what a state saved before a setting existed ran with."""
+    saved = state.get("settings")
+    if saved is None:
+        raise ValueError("state_dict: no 'settings' entry (saved by an older fairdiff, which did not record "
+                         "the seed and settings); it cannot be checked, so it is not loaded")
+    saved = {**before, **saved}
+    differ = [f"{key}: saved {saved.get(key, '<missing>')!r}, this object {value!r}"
+              for key, value in mine.items() if saved.get(key) != value]
+    if differ:
+        raise ValueError("state_dict: saved with other settings than this object was built with; build it "
+                         "with the saved ones to continue that run. " + "; ".join(differ))
+
+
 # ------------------------------------------------------------------------------ the method
-# What a state saved before a setting existed ran with (the setting's value that reproduces it).
-_SETTINGS_BEFORE_THEY_EXISTED = {"gp_likelihood": "gpytorch"}
+# What a state saved before a setting existed ran with (the setting's value that reproduces it);
+# sigma_init, which depends on K, is added per object (every scale started at 1).
+_SETTINGS_BEFORE_THEY_EXISTED = {"gp_likelihood": "gpytorch", "weight_floor": None}
 
 
 class FairBayesianPerturbation:
@@ -189,11 +205,15 @@ class FairBayesianPerturbation:
     window's (sigma used, y = -group_gap) pairs and sigma jumps to the UCB maximiser; after that,
     every call mixes ``sigma = r * sigma + (1 - r) * u``, u ~ U(0, 1)^K, r = ``exploitation``.
 
-    ``bo=False`` is the paper's ``random`` ablation: sigma stays at 1 for good (no BO and no
-    mixing); :meth:`update` still reports y and per-group losses for logging.
+    ``sigma_init`` is the starting sigma: one number for every group (the paper: 1) or K numbers.
+    ``bo=False`` is the paper's ``random`` ablation: sigma stays at ``sigma_init`` for good (no BO
+    and no mixing), which also makes the fixed-sigma and oracle controls (docs/method.md §3.10);
+    :meth:`update` still reports y and per-group losses for logging.
     ``clamp=True`` (off by default, the paper does not clamp) replaces the weights by
     ``max(w, 0)`` renormalised to mean 1 over the batch; at sigma = 1 with three attributes the
-    unclamped weights are negative 28 % of the time.
+    unclamped weights are negative 28 % of the time. ``weight_floor`` (a number; CompDiff's
+    reimplementation uses 0.1) replaces them by ``max(w, floor)`` without renormalising, so the mean
+    weight exceeds 1 and grows with sigma; it cannot be combined with ``clamp``.
 
     ``num_restarts`` and ``raw_samples`` are the UCB maximisation's (``optimize_acqf``; the
     authors': 5 and 20). ``warm_start=True`` starts each GP fit from the hyperparameters of the
@@ -212,7 +232,8 @@ class FairBayesianPerturbation:
     def __init__(self, n_groups: Sequence[int], window: int = 30, exploitation: float = 0.95,
                  beta: float = 0.1, clamp: bool = False, seed: int = 0, bo: bool = True,
                  num_restarts: int = 5, raw_samples: int = 20, rank: int = 0, warm_start: bool = False,
-                 gp_likelihood: str = "closed_form"):
+                 gp_likelihood: str = "closed_form", sigma_init: float | Sequence[float] = 1.0,
+                 weight_floor: float | None = None):
         self.n_groups = [int(n) for n in n_groups]
         if not self.n_groups or min(self.n_groups) < 1:
             raise ValueError(f"n_groups: expected a non-empty list of positive group counts, got {list(n_groups)}")
@@ -231,7 +252,18 @@ class FairBayesianPerturbation:
         self.num_restarts, self.raw_samples, self.warm_start = int(num_restarts), int(raw_samples), bool(warm_start)
         self.gp_likelihood = gp_likelihood
         self.k = sum(self.n_groups)
-        self._sigma = torch.ones(self.k, dtype=torch.float64)
+        start = torch.as_tensor(sigma_init, dtype=torch.float64).reshape(-1)
+        start = start.expand(self.k) if start.numel() == 1 else start
+        if start.numel() != self.k or not (torch.isfinite(start).all() and (start >= 0).all()):
+            raise ValueError(f"sigma_init: expected one number or {self.k} numbers, finite and >= 0, "
+                             f"got {torch.as_tensor(sigma_init).tolist()}")
+        if weight_floor is not None and (clamp or not math.isfinite(weight_floor)):
+            raise ValueError(f"weight_floor={weight_floor} with clamp={clamp}: expected a finite floor, and either "
+                             "a floor (weights max(w, floor), not renormalised) or clamp (max(w, 0) rescaled to mean "
+                             "1), not both")
+        self.sigma_init = start.tolist()
+        self.weight_floor = None if weight_floor is None else float(weight_floor)
+        self._sigma = start.clone()
         self._buffer_x: list[Tensor] = []
         self._buffer_y: list[float] = []
         self._step = 0   # calls of update(): the global optimisation step
@@ -268,6 +300,8 @@ class FairBayesianPerturbation:
         w = torch.from_numpy(1.0 + (np.where(known, self._sigma.numpy()[idx], 0.0) * noise).sum(axis=1))
         if self.clamp:
             w = _clamp_mean_one(w)
+        elif self.weight_floor is not None:
+            w = w.clamp(min=self.weight_floor)
         return w.to(device=groups.device, dtype=torch.float32)
 
     def update(self, losses: Tensor, groups: Tensor) -> dict:
@@ -335,7 +369,8 @@ class FairBayesianPerturbation:
         return {"n_groups": list(self.n_groups), "window": self.window, "exploitation": self.exploitation,
                 "beta": self.beta, "clamp": self.clamp, "seed": self.seed, "bo": self.bo, "rank": self.rank,
                 "num_restarts": self.num_restarts, "raw_samples": self.raw_samples, "warm_start": self.warm_start,
-                "gp_likelihood": self.gp_likelihood}
+                "gp_likelihood": self.gp_likelihood, "sigma_init": list(self.sigma_init),
+                "weight_floor": self.weight_floor}
 
     def state_dict(self) -> dict:
         """Everything the object's future depends on: its :meth:`settings` (seed included), sigma,
@@ -355,17 +390,7 @@ class FairBayesianPerturbation:
         ... raises ValueError naming every difference, and nothing is loaded. It is never adopted,
         because the object would then silently run with settings other than it was built with
         (the trainer builds it from the run's config: a mismatch means the wrong config)."""
-        saved = state.get("settings")
-        if saved is None:
-            raise ValueError("state_dict: no 'settings' entry (saved by an older fairdiff, which did not record "
-                             "the seed and settings); it cannot be checked, so it is not loaded")
-        mine = self.settings()
-        saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **saved}
-        differ = [f"{key}: saved {saved.get(key, '<missing>')!r}, this object {value!r}"
-                  for key, value in mine.items() if saved.get(key) != value]
-        if differ:
-            raise ValueError("state_dict: saved with other settings than this object was built with; build it "
-                             "with the saved ones to continue that run. " + "; ".join(differ))
+        _check_saved_settings(state, self.settings(), {**_SETTINGS_BEFORE_THEY_EXISTED, "sigma_init": [1.0] * self.k})
         self.sigma = state["sigma"]
         self._buffer_x = [row.to(torch.float64).clone() for row in state["buffer_x"]]
         self._buffer_y = [float(v) for v in state["buffer_y"]]
@@ -374,8 +399,112 @@ class FairBayesianPerturbation:
         self._gp_init = {name: torch.as_tensor(v).to(torch.float64).clone() for name, v in state["gp_init"].items()}
 
 
+# ------------------------------------------------------------------------------ group DRO
+class GroupDRO:
+    """Online group DRO (Sagawa et al., ICLR 2020; docs/method.md §2.6): loss weights that move
+    towards the groups of one attribute whose loss stays highest.
+
+    A distribution q over the ``n_groups[attribute]`` groups starts uniform. Per step, from the
+    unweighted per-sample losses of the global batch, every group g present in it gets
+    ``q_g <- q_g * exp(eta * mean loss of g)``, then ``q <- q / sum(q)``; absent groups change only
+    through that renormalisation, and a group whose mean is not finite is treated as absent (a
+    diverged step must not decide the weights for the rest of the run). Sample i's loss weight is
+    ``n * q[g(i)]``: 1 for every sample at uniform q, mean 1 over a batch balanced over the groups,
+    and 1 for a sample whose group is unknown (-1).
+
+    q is held as log q, normalised to logsumexp 0, so a group's weight can shrink for 10^5 steps
+    without underflowing to an unrecoverable 0; the update is the same multiplication in log space.
+
+    Distributed training, as :class:`FairBayesianPerturbation`: only rank 0 calls :meth:`update`
+    with the gathered losses and groups, then every rank assigns the broadcast :attr:`log_q`.
+    """
+
+    def __init__(self, n_groups: Sequence[int], attribute: int, eta: float):
+        self.n_groups = [int(n) for n in n_groups]
+        if not self.n_groups or min(self.n_groups) < 1:
+            raise ValueError(f"n_groups: expected a non-empty list of positive group counts, got {list(n_groups)}")
+        if not 0 <= attribute < len(self.n_groups):
+            raise ValueError(f"attribute: expected an attribute index in 0..{len(self.n_groups) - 1}, got {attribute}")
+        if not (math.isfinite(eta) and eta >= 0):
+            raise ValueError(f"eta: expected a finite step size >= 0, got {eta}")
+        self.attribute, self.eta = int(attribute), float(eta)
+        self.n = self.n_groups[self.attribute]
+        self._log_q = torch.full((self.n,), -math.log(self.n), dtype=torch.float64)
+        self._step = 0  # calls of update()
+
+    @property
+    def q(self) -> Tensor:
+        """The group distribution (float64 [n], sums to 1)."""
+        return self._log_q.exp()
+
+    @property
+    def log_q(self) -> Tensor:
+        """log q (float64 [n], a copy). Assigning is the broadcast hook."""
+        return self._log_q.clone()
+
+    @log_q.setter
+    def log_q(self, value: Tensor) -> None:
+        value = torch.as_tensor(value).detach().to("cpu", torch.float64).reshape(-1)
+        if value.numel() != self.n or not torch.isfinite(value).all():
+            raise ValueError(f"log_q: expected {self.n} finite values, got {value.tolist()}")
+        self._log_q = value.clone()
+
+    @property
+    def step(self) -> int:
+        """How many times :meth:`update` has run."""
+        return self._step
+
+    def weights(self, groups: Tensor) -> Tensor:
+        """Per-sample loss weights ``n * q[g(i)]`` (float32 [B], on ``groups``' device); 1 for an
+        unknown group."""
+        column = _groups_array(groups, self.n_groups)[:, self.attribute]
+        scaled = self.n * self._log_q.exp().numpy()
+        w = np.where(column >= 0, scaled[np.maximum(column, 0)], 1.0)
+        return torch.from_numpy(w).to(device=groups.device, dtype=torch.float32)
+
+    def update(self, losses: Tensor, groups: Tensor) -> dict:
+        """One exponentiated-gradient step of q from one step's unweighted per-sample losses
+        (gathered over all ranks). Returns ``step`` (1-based), ``q_used``, ``group_means`` (this
+        attribute's groups, NaN for absent ones) and ``q_next``."""
+        means, counts = _group_stats(*_one_step(losses, groups, self.n_groups), self.n_groups)
+        sl = _attribute_slices(tuple(self.n_groups))[self.attribute]
+        mean, moves = means[0, sl], (counts[0, sl] > 0) & np.isfinite(means[0, sl])
+        record = {"step": self._step + 1, "q_used": self.q.tolist(), "group_means": mean.tolist()}
+        log_q = self._log_q + torch.from_numpy(self.eta * np.where(moves, mean, 0.0))
+        self._log_q = log_q - torch.logsumexp(log_q, dim=0)
+        self._step += 1
+        record["q_next"] = self.q.tolist()
+        return record
+
+    def settings(self) -> dict:
+        """The constructor arguments."""
+        return {"n_groups": list(self.n_groups), "attribute": self.attribute, "eta": self.eta}
+
+    def state_dict(self) -> dict:
+        """Settings, log q and the step count (``torch.save``-able, loadable with ``weights_only=True``)."""
+        return {"settings": self.settings(), "log_q": self._log_q.clone(), "step": self._step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output; a state saved with other settings raises ValueError
+        naming every difference and loads nothing (as :meth:`FairBayesianPerturbation.load_state_dict`)."""
+        _check_saved_settings(state, self.settings(), {})
+        self.log_q = state["log_q"]
+        self._step = int(state["step"])
+
+
 # ------------------------------------------------------------------------------ baselines
-def reweight_weights(groups: Tensor, n_groups: Sequence[int]) -> Tensor:
+def _selected(n_groups: Sequence[int], attributes: Sequence[int] | None) -> list[bool]:
+    """Which attributes a baseline balances: all for None, else those listed (by index)."""
+    if attributes is None:
+        return [True] * len(n_groups)
+    chosen = [int(a) for a in attributes]
+    if not chosen or len(set(chosen)) != len(chosen) or not all(0 <= a < len(n_groups) for a in chosen):
+        raise ValueError(f"attributes: expected None or distinct attribute indices in 0..{len(n_groups) - 1}, "
+                         f"got {list(attributes)}")
+    return [a in chosen for a in range(len(n_groups))]
+
+
+def reweight_weights(groups: Tensor, n_groups: Sequence[int], attributes: Sequence[int] | None = None) -> Tensor:
     """Inverse-frequency loss weights for the ``reweight`` baseline (float32 [N], mean 1 over N).
 
     For attribute a with N_a known samples over P_a present groups, a sample of group g gets the
@@ -383,8 +512,14 @@ def reweight_weights(groups: Tensor, n_groups: Sequence[int]) -> Tensor:
     its weight is the mean of its terms over the attributes it has known, 1 if none, and the
     weights are finally rescaled to mean 1. Each attribute's term alone balances that attribute;
     averaged over A attributes the weighted share of group g is only pulled part of the way to
-    1 / n_a (for independent attributes: (1 / n_a + (A - 1) * N_{a,g} / N) / A)."""
+    1 / n_a (for independent attributes: (1 / n_a + (A - 1) * N_{a,g} / N) / A).
+
+    ``attributes`` (indices; None = all) limits the terms to those attributes: the others are
+    treated like unknown groups, so with one attribute listed its groups are balanced exactly."""
+    selected = _selected(n_groups, attributes)
     idx, known = (torch.from_numpy(a).to(groups.device) for a in _flat_index(groups, n_groups))
+    if attributes is not None:
+        known = known & torch.tensor(selected, device=known.device)
     if idx.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float32, device=groups.device)
     counts = torch.bincount(idx[known], minlength=sum(n_groups)).to(torch.float64)
@@ -397,7 +532,7 @@ def reweight_weights(groups: Tensor, n_groups: Sequence[int]) -> Tensor:
 
 
 def balanced_sampling_weights(groups: Tensor, n_groups: Sequence[int], tol: float = 1e-9,
-                              max_sweeps: int = 1000) -> Tensor:
+                              max_sweeps: int = 1000, attributes: Sequence[int] | None = None) -> Tensor:
     """Sampling probabilities (float64 [N], sum 1) for torch's WeightedRandomSampler in the
     ``resample`` baseline: under them, for every attribute, the samples whose group is known are
     drawn from each present group exactly equally often.
@@ -409,7 +544,9 @@ def balanced_sampling_weights(groups: Tensor, n_groups: Sequence[int], tol: floa
     still balances exactly, where averaged inverse frequencies (:func:`reweight_weights`) only
     balance part of the way. If no exact balance exists (e.g. a group of one attribute always
     occurs with one group of another, and the two attributes have different numbers of groups),
-    a warning reports the remaining imbalance."""
+    a warning reports the remaining imbalance. ``attributes`` (indices; None = all) limits the
+    balancing to those attributes; the others keep the proportions they have within each group."""
+    selected = _selected(n_groups, attributes)
     _groups_array(groups, n_groups)
     if groups.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64, device=groups.device)
@@ -420,6 +557,8 @@ def balanced_sampling_weights(groups: Tensor, n_groups: Sequence[int], tol: floa
     for _ in range(max_sweeps):
         imbalance = 0.0
         for a, n in enumerate(n_groups):
+            if not selected[a]:
+                continue
             known = cells[:, a] >= 0
             mass = torch.bincount(cells[known, a], weights=(w * size)[known], minlength=n)
             present = mass > 0

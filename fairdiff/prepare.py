@@ -32,8 +32,9 @@ def load_records(cfg: dict) -> pd.DataFrame:
     from fairdiff.data import load_dataset
 
     d = cfg["data"]
+    pickled = {"trust_pickle": True} if d["trust_pickle"] and cfg["dataset"] == "fairgenmed" else {}  # npz: FairGenMed
     return load_dataset(cfg["dataset"], d["root"], strict=d["strict"], val_fraction=d["val_fraction"],
-                        seed=cfg["seed"])
+                        seed=cfg["seed"], **pickled)
 
 
 def training_records(cfg: dict, splits=("train", "val")) -> pd.DataFrame:
@@ -58,8 +59,11 @@ def base_source(cfg: dict, base_dir: Path) -> str:
     return cfg["model"]["pretrained"] or str(base_dir)
 
 
-def prepare_base(cfg: dict, base_dir: str | Path, progress: bool = True, force: bool = False) -> dict:
+def prepare_base(cfg: dict, base_dir: str | Path, progress: bool = True, force: bool = False,
+                 pretrained: str | Path | None = None) -> dict:
     """Build (tiny: and train the VAE of) the starting pipeline in ``base_dir``; returns a summary.
+    With pretraining on (``pretrain.steps`` > 0) the base is a copy of the ``pretrained`` pipeline
+    folder (:func:`fairdiff.stages.pretrained` makes it), VAE included: nothing is trained here.
 
     Skips the work when ``base_dir`` already holds a pipeline made from the same config and data."""
     base_dir = Path(base_dir)
@@ -69,6 +73,16 @@ def prepare_base(cfg: dict, base_dir: str | Path, progress: bool = True, force: 
     if not force and stage_keys.is_current(base_dir, st) and stamp.is_file():
         return json.loads(stamp.read_text())
     schema = get_schema(cfg["dataset"])
+    if stage_keys.pretraining(cfg):
+        if pretrained is None or not (Path(pretrained) / "model_index.json").is_file():
+            raise ValueError(f"prepare_base: pretrain.steps > 0 needs the pretrained pipeline folder, got {pretrained!r}")
+        with io.atomic_dir(base_dir) as tmp:
+            shutil.copytree(pretrained, tmp, dirs_exist_ok=True)
+            summary = {"key": key, "source": str(base_dir), "pretrained": str(pretrained),
+                       "pretrain_key": st.inputs["pretrain"], "vae_trained": False}
+            io.write_text(tmp / "base.json", json.dumps(summary, indent=1))
+            stage_keys.write_stamp(tmp, st, complete=True)
+        return summary
     if cfg["model"]["pretrained"]:
         summary = {"key": key, "source": cfg["model"]["pretrained"], "vae_trained": False}
         io.write_text(stamp, json.dumps(summary, indent=1))

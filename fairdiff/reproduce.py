@@ -1,4 +1,4 @@
-"""The whole reproduction: every notebook, in order, with papermill, for a profile and datasets.
+"""The reproduction: notebooks 01-04 per dataset, in order, and 05 across several datasets, with papermill.
 
 Each executed notebook goes to ``reports/<profile>/<dataset>/`` with an HTML rendering. A notebook
 is skipped when a stamp shows it already ran on the same inputs: its source, the resolved
@@ -19,6 +19,7 @@ from pathlib import Path
 from fairdiff import io
 from fairdiff.stage_keys import digest
 from fairdiff.config import load_config
+from fairdiff.errors import require_optional_packages
 from fairdiff.env import PROJECT_ROOT, WORK_ROOT
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -103,8 +104,37 @@ def watch_progress(label: str, interval: float = 5.0):
         Path(path).unlink(missing_ok=True)
 
 
+def kernel_options() -> dict:
+    """papermill keyword arguments for a quiet, private notebook kernel, and the folders it needs.
+
+    The folders the Makefile points IPython and Jupyter at are created first (IPython otherwise
+    warns, in this process and in the kernel, that it falls back to a temporary folder). The kernel's
+    sockets are encrypted with CurveZMQ keys the kernel manager provisions for kernels that declare
+    support (ipykernel does): without them ipykernel warns, rightly, that code and outputs travel
+    in plain text over TCP. Where pyzmq lacks CurveZMQ, that warning stays: it is then true."""
+    import zmq
+    from traitlets.config import Config
+
+    for var in ("IPYTHONDIR", "JUPYTER_DATA_DIR"):
+        if os.environ.get(var):
+            Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    if not zmq.has("curve"):
+        return {}
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+
+
+def check_notebook_names(names) -> None:
+    """Refuse names that are not notebooks of ``notebooks/`` (listing those that are)."""
+    known = sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise FileNotFoundError(f"{NOTEBOOK_DIR}: no notebook {', '.join(map(repr, unknown))}; "
+                                f"expected names among {', '.join(known)}")
+
+
 def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, force: bool = False) -> tuple[str, bool]:
     """Execute ``notebooks/<name>.py`` into ``out_dir``; returns (stamp, ran)."""
+    kernel = kernel_options()
     import jupytext
     import nbformat
     import papermill as pm
@@ -125,7 +155,7 @@ def run_notebook(name: str, parameters: dict, out_dir: Path, upstream: str, forc
         try:
             with peak_rss() as rss, watch_progress(name):
                 pm.execute_notebook(str(nb_in), str(running), parameters=parameters, kernel_name="python3",
-                                    cwd=str(NOTEBOOK_DIR), progress_bar=False)
+                                    cwd=str(NOTEBOOK_DIR), progress_bar=False, **kernel)
         except Exception:
             if running.exists():
                 os.replace(running, failed)  # keep the traceback where the user will look
@@ -162,8 +192,8 @@ def reproduce(profile: str = "mini", datasets=("fairgenmed",), force: bool = Fal
     reports = WORK_ROOT / "reports" / profile
     t_all = time.perf_counter()
     stamps = []
-    for dataset in datasets:
-        load_config(profile, dataset, sets=sets)  # fail early on a broken profile or override
+    for dataset in datasets:  # fail early on a broken profile or override, or a package a setting needs
+        require_optional_packages(load_config(profile, dataset, sets=sets))
         upstream = ""
         for name in PER_DATASET:
             t0 = time.perf_counter()
@@ -188,10 +218,12 @@ def refresh_committed_notebooks(names=None) -> None:
     """Regenerate ``notebooks/*.ipynb`` from their ``.py`` sources, executed with the parameters cell's
     defaults (the smoke profile), without papermill's timing metadata or figure pixels: what CI
     re-runs with nbval."""
+    kernel = kernel_options()
     import jupytext
     import nbformat
     import papermill as pm
 
+    check_notebook_names(names or [])
     names = names or [p.stem for p in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))]
     for name in names:
         t0 = time.perf_counter()
@@ -199,7 +231,7 @@ def refresh_committed_notebooks(names=None) -> None:
             nb_in, nb_out = Path(tmp) / "in.ipynb", Path(tmp) / "out.ipynb"
             nbformat.write(jupytext.read(NOTEBOOK_DIR / f"{name}.py"), nb_in)
             pm.execute_notebook(str(nb_in), str(nb_out), kernel_name="python3", cwd=str(NOTEBOOK_DIR),
-                                progress_bar=False)
+                                progress_bar=False, **kernel)
             nb = nbformat.read(nb_out, as_version=4)
         nb.metadata.pop("papermill", None)
         for index, cell in enumerate(nb.cells):

@@ -124,11 +124,13 @@ def run_config(run_dir: str | Path) -> dict:
 
 def sample_run(run_dir: str | Path, split: str = "test", out: str | Path | None = None, unet: str | None = None,
                scheduler: str | None = None, steps: int | None = None, batch_size: int | None = None,
-               grid: bool = True, progress: bool = True, sample: dict | None = None) -> Path:
+               grid: bool = True, progress: bool = True, sample: dict | None = None,
+               records: pd.DataFrame | None = None) -> Path:
     """Sample a trained run: one image per record of ``split`` (+ the condition grid for the test split).
 
     ``sample`` (a config's ``sample`` section) defaults to the one the run was trained with; the
-    keyword arguments override single settings."""
+    keyword arguments override single settings. ``records`` (default: the run's dataset) are the
+    records whose ``split`` rows are drawn, e.g. the per-group reference (:mod:`fairdiff.reference`)."""
     from fairdiff.data import load_dataset
     from fairdiff.models import load_pipeline
 
@@ -143,7 +145,8 @@ def sample_run(run_dir: str | Path, split: str = "test", out: str | Path | None 
     pipe = load_pipeline(final, unet=unet, device="cuda" if torch.cuda.is_available() else "cpu",
                          dtype=getattr(torch, s.get("dtype", "float32")))
     set_scheduler(pipe, scheduler)
-    records = load_dataset(cfg["dataset"], cfg["data"]["root"])
+    if records is None:
+        records = load_dataset(cfg["dataset"], cfg["data"]["root"])
     out = Path(out) if out else Path(run_dir).parent / "samples" / cfg["method"] / split
     common = dict(seed=cfg["seed"], steps=steps, guidance_scale=s["guidance_scale"],
                   resolution=cfg["data"]["resolution"], batch_size=batch_size, unet_name=unet,
@@ -156,7 +159,7 @@ def sample_run(run_dir: str | Path, split: str = "test", out: str | Path | None 
 
 
 def sample_stage_run(run_dir: str | Path, out: str | Path, st, sample: dict, split: str = "test",
-                     progress: bool = True) -> Path:
+                     progress: bool = True, records: pd.DataFrame | None = None) -> Path:
     """Sample into ``out`` under the pipeline's stage rule (:mod:`fairdiff.stage_keys`): an
     unfinished folder of the same key resumes; a folder of ours with another key (another run or
     other sampler settings) is regenerated completely, so a manifest never describes images it did
@@ -175,6 +178,6 @@ def sample_stage_run(run_dir: str | Path, out: str | Path, st, sample: dict, spl
         if stamp["key"] != st.key:
             shutil.rmtree(out)  # ours, for another run or sampler: regenerated whole, never mixed
     stage_keys.write_stamp(out, st)
-    sample_run(run_dir, split=split, out=out, progress=progress, sample=sample)
+    sample_run(run_dir, split=split, out=out, progress=progress, sample=sample, records=records)
     stage_keys.write_stamp(out, st, complete=True)
     return out

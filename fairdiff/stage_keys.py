@@ -31,20 +31,29 @@ from fairdiff import io
 STAMP = "stage.json"
 SECTIONS = {
     "dataset": ("dataset", "data", "seed"),
-    "base": ("dataset", "data", "model", "vae", "seed"),
-    "train": ("dataset", "data", "model", "vae", "train", "fbp", "seed"),
+    "base": ("dataset", "data", "model", "vae", "seed", "pretrain"),
+    "train": ("dataset", "data", "model", "vae", "train", "fbp", "reweight", "resample", "groupdro", "seed",
+              "pretrain"),
+    # the pool's own data (pretrain.n, seed, synth) and training settings replace the dataset's and train.*
+    "pretrain": ("dataset", "data.resolution", "data.preprocess", "data.val_fraction", "model", "vae", "pretrain"),
     "sample": ("sample",),
     "encoder": ("dataset", "data", "seed", "evaluate.encoder", "evaluate.inception_weights"),
     "evaluate": ("evaluate",),
 }
 # Settings that change how work is done, never what it produces.
-NOT_IN_KEYS = {"data.num_workers", "data.strict", "train.checkpoint_every", "train.keep_checkpoints",
-               "train.log_every"}
+NOT_IN_KEYS = {"data.num_workers", "data.strict", "data.trust_pickle", "train.checkpoint_every",
+               "train.keep_checkpoints", "train.log_every", "train.report_to", "train.validation_every",
+               "pretrain.checkpoint_every", "pretrain.curve_every", "pretrain.curve_images"}
 # Settings added after runs were trained with the behaviour this value selects: at this value they
 # are left out of the key, so those runs keep their keys and continue (or are reused) when it is set.
-OMITTED_AT = {"train.adamw_kernel": "auto", "fbp.gp_likelihood": "gpytorch"}
+OMITTED_AT = {"train.adamw_kernel": "auto", "fbp.gp_likelihood": "gpytorch", "train.input_perturbation": 0.0,
+              "fbp.sigma_init": 1.0, "fbp.weight_floor": None, "reweight.attributes": None,
+              "resample.attributes": None}
 # fbp only shapes the methods that perturb the loss.
 FBP_METHODS = ("random", "fairbo")
+# Sections read by some methods only: in the train key of those methods alone (fbp.sigma_groups at {}
+# flattens to nothing, so it needs no OMITTED_AT entry).
+METHOD_SECTIONS = {"fbp": FBP_METHODS, "reweight": ("reweight",), "resample": ("resample",), "groupdro": ("groupdro",)}
 
 
 def digest(*parts) -> str:
@@ -63,9 +72,14 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+_ABSENT = object()
+
+
 def _section(cfg: dict, path: str):
     node = cfg
     for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
         node = node[part]
     return node
 
@@ -88,17 +102,35 @@ def stage(name: str, cfg: dict, inputs: dict | None = None, **identity) -> Stage
     """The stage ``name`` of this config (``identity``: method, split, source...)."""
     settings = {}
     for section in SECTIONS[name]:
-        if name == "train" and section == "fbp" and identity.get("method") not in FBP_METHODS:
+        if name == "train" and section in METHOD_SECTIONS and identity.get("method") not in METHOD_SECTIONS[section]:
             continue
+        if section == "pretrain" and name != "pretrain" and not pretraining(cfg):
+            continue  # pretraining off (pretrain.steps 0): keys as before the section existed
         value = _section(cfg, section)
+        if value is _ABSENT:  # a config made before the section existed: it ran as the section's default
+            continue
         settings.update(flatten(value, f"{section}.") if isinstance(value, dict) else {section: value})
     settings = {k: v for k, v in settings.items()
                 if k not in NOT_IN_KEYS and not (k in OMITTED_AT and v == OMITTED_AT[k])}
     return Stage(name, settings, dict(inputs or {}), identity)
 
 
+def pretraining(cfg: dict) -> bool:
+    """Whether the base is a UNet pretrained on a synthetic pool (``pretrain.steps`` > 0)."""
+    return bool((cfg.get("pretrain") or {}).get("steps"))
+
+
+def pretrain_stage(cfg: dict) -> Stage:
+    """The pretrained pipeline (:mod:`fairdiff.pretrain`): its key names neither the dataset's data
+    nor a training seed, so every seed of a study shares one."""
+    return stage("pretrain", cfg)
+
+
 def base_stage(cfg: dict) -> Stage:
-    return stage("base", cfg)
+    if not pretraining(cfg):
+        return stage("base", cfg)
+    pre = pretrain_stage(cfg)  # the base is then a copy of the pretrained pipeline: it reads nothing else
+    return Stage("base", pre.settings, {"pretrain": pre.key})
 
 
 def train_stage(cfg: dict, method: str) -> Stage:
@@ -164,8 +196,9 @@ def differences(stamp: dict, st: Stage) -> list[str]:
 def _made_before(key: str, old: dict, new: dict) -> str:
     """How to reuse work stamped before the setting ``key`` existed, if that is what the difference is."""
     if key in OMITTED_AT and key not in old and key in new:
+        value = "null" if OMITTED_AT[key] is None else OMITTED_AT[key]
         return (f" (made before this setting existed, i.e. with {OMITTED_AT[key]!r}: "
-                f"--set {key}={OMITTED_AT[key]} reuses it)")
+                f"--set {key}={value} reuses it)")
     return ""
 
 

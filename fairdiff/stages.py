@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairdiff import io, stage_keys
+from fairdiff import io, locks, stage_keys, tracking
 from fairdiff.config import load_config
 from fairdiff.errors import RunConflict
 from fairdiff.plots import FigureWriter
@@ -27,20 +27,29 @@ class Context:
     figures: FigureWriter
     records: pd.DataFrame | None = None  # the loaded dataset, filled by dataset() once per context
     memo: dict = field(default_factory=dict)  # models built once per context (attribute classifiers)
+    pretrain_runs: Path | None = None  # where pretrained bases live (None: runs/pretrain beside the runs folder)
+
+    @property
+    def pretrain_root(self) -> Path:
+        """The folder of pretrained bases (:func:`pretrained`), shared by every context that names it."""
+        return Path(self.pretrain_runs) if self.pretrain_runs else self.layout.root.parent / "pretrain"
 
 
 def context(profile: str, dataset: str | None = None, data_root: str | None = None, seed: int | None = None,
-            sets: list[str] | None = None, runs: str | Path | None = None) -> Context:
+            sets: list[str] | None = None, runs: str | Path | None = None,
+            pretrain_runs: str | Path | None = None) -> Context:
     """The resolved, validated config and the folders of one (profile, dataset): what every stage takes.
 
-    ``sets`` are ``key.path=value`` overrides (the CLI's ``--set``); ``runs`` moves the runs folder."""
+    ``sets`` are ``key.path=value`` overrides (the CLI's ``--set``); ``runs`` moves the runs folder;
+    ``pretrain_runs`` the folder of pretrained bases (default: ``pretrain/`` beside the runs folder)."""
     overrides = {}
     if data_root:
         overrides["data"] = {"root": data_root}
     if seed is not None:
         overrides["seed"] = seed
     cfg = load_config(profile, dataset, overrides, sets)
-    return Context(cfg, get_schema(cfg["dataset"]), layout_for(cfg, runs), FigureWriter(cfg["profile"], cfg["dataset"]))
+    return Context(cfg, get_schema(cfg["dataset"]), layout_for(cfg, runs), FigureWriter(cfg["profile"], cfg["dataset"]),
+                   pretrain_runs=Path(pretrain_runs) if pretrain_runs else None)
 
 
 def dataset(ctx: Context, progress: bool = False) -> pd.DataFrame:
@@ -53,12 +62,28 @@ def dataset(ctx: Context, progress: bool = False) -> pd.DataFrame:
     return ctx.records
 
 
+def pretrained(ctx: Context, progress: bool = False, max_steps: int | None = None) -> Path | None:
+    """The pretrained pipeline (``pretrain.steps`` > 0; :mod:`fairdiff.pretrain`) in
+    ``ctx.pretrain_root``: trained once on a synthetic pool and shared by every context with the same
+    pretraining settings (every seed of a study), reused when complete, resumed when unfinished.
+    ``max_steps`` stops its training early and returns None (tests)."""
+    from fairdiff.pretrain import pretrain
+
+    if not stage_keys.pretraining(ctx.cfg):
+        raise ValueError("stages.pretrained: pretraining is off (pretrain.steps: 0)")
+    return pretrain(ctx.cfg, ctx.pretrain_root, progress=progress, max_steps=max_steps)
+
+
 def base(ctx: Context, progress: bool = False) -> dict:
-    """The starting pipeline every method fine-tunes (tiny default: its VAE trained here)."""
+    """The starting pipeline every method fine-tunes: a copy of the pretrained pipeline when
+    ``pretrain.steps`` > 0, else the tiny default with its VAE trained here (or ``model.pretrained``)."""
     from fairdiff.prepare import ensure_dataset, prepare_base
 
     ensure_dataset(ctx.cfg, progress=progress)
-    return prepare_base(ctx.cfg, ctx.layout.base, progress=progress)
+    built = stage_keys.is_current(ctx.layout.base, stage_keys.base_stage(ctx.cfg))
+    source = pretrained(ctx, progress) if stage_keys.pretraining(ctx.cfg) and not built else None
+    with locks.folder_lock(ctx.layout.base, "preparing the base pipeline", enabled=not built):
+        return prepare_base(ctx.cfg, ctx.layout.base, progress=progress, pretrained=source)
 
 
 def _main_process():
@@ -89,30 +114,35 @@ def trained(ctx: Context, method: str, progress: bool = False, *, resume: bool |
             and not restart:
         return run
     state = _main_process()
-    move = False
-    if not stage_keys.is_empty(run):  # every process decides from the same files, before anyone writes
-        if stamp is None or stamp.get("stage") != "train":
-            raise RunConflict(f"{run}: exists and is not a fairdiff training run (no {stage_keys.STAMP} of ours); "
-                              "nothing was changed: move it away or train elsewhere (--runs/--out)")
-        if stamp["key"] != st.key and not (retrain or restart):
-            changes = "\n  ".join(stage_keys.differences(stamp, st))
-            state_word = "finished" if stamp.get("complete") else "unfinished"
-            raise RunConflict(
-                f"{run}: holds a {state_word} {stamp.get('method')} run trained with other settings; nothing was "
-                f"changed. Differences (run -> now):\n  {changes}\nTo proceed: --retrain moves the old run to "
-                f"{run.name}.old-<timestamp>/ and trains again, or point --runs (or --out) elsewhere; or put the "
-                "settings back.")
-        move = restart or stamp["key"] != st.key
-    if state.is_main_process:
-        if move:
-            aside = stage_keys.move_aside(run)
-            print(f"moved {run} aside to {aside}", flush=True)
-        base(ctx, progress)
-    state.wait_for_everyone()
-    train(ctx.cfg, method, run, base_source(ctx.cfg, ctx.layout.base), ctx.layout.cache,
-          resume=(resume if isinstance(resume, str) else ("latest" if resume else None)),
-          max_steps=max_steps, progress=progress)
-    return run
+    tracking.require_tracker(ctx.cfg)  # a tracker that is not installed: refused before any work
+    # One process per run folder (the main one under accelerate launch): a second refuses at once.
+    with locks.folder_lock(run, "training", enabled=state.is_main_process):
+        move = False
+        if not stage_keys.is_empty(run):  # every process decides from the same files, before anyone writes
+            if stamp is None or stamp.get("stage") != "train":
+                raise RunConflict(f"{run}: exists and is not a fairdiff training run (no {stage_keys.STAMP} of "
+                                  "ours); nothing was changed: move it away or train elsewhere (--runs/--out)")
+            if stamp["key"] != st.key and not (retrain or restart):
+                changes = "\n  ".join(stage_keys.differences(stamp, st))
+                state_word = "finished" if stamp.get("complete") else "unfinished"
+                raise RunConflict(
+                    f"{run}: holds a {state_word} {stamp.get('method')} run trained with other settings; nothing was "
+                    f"changed. Differences (run -> now):\n  {changes}\nTo proceed: --retrain moves the old run to "
+                    f"{run.name}.old-<timestamp>/ and trains again, or point --runs (or --out) elsewhere; or put the "
+                    "settings back.")
+            move = restart or stamp["key"] != st.key
+        if stage_keys.pretraining(ctx.cfg):
+            pretrained(ctx, progress)  # every process: the pool's training loop is collective
+        if state.is_main_process:
+            if move:
+                aside = stage_keys.move_aside(run)
+                print(f"moved {run} aside to {aside}", flush=True)
+            base(ctx, progress)
+        state.wait_for_everyone()
+        train(ctx.cfg, method, run, base_source(ctx.cfg, ctx.layout.base), ctx.layout.cache,
+              resume=(resume if isinstance(resume, str) else ("latest" if resume else None)),
+              max_steps=max_steps, progress=progress)
+        return run
 
 
 def sampled(ctx: Context, method: str, split: str = "test", progress: bool = False) -> pd.DataFrame:
@@ -120,12 +150,42 @@ def sampled(ctx: Context, method: str, split: str = "test", progress: bool = Fal
     the ``sample`` settings) is unchanged, resumed when unfinished, regenerated when it changed."""
     run = trained(ctx, method, progress)
     out = ctx.layout.samples(method) / split
-    st = stage_keys.sample_stage(ctx.cfg, method, split)
+    st = _sample_stage(ctx, method, split)
     if not stage_keys.is_current(out, st):
+        from fairdiff.reference import SPLIT
         from fairdiff.sample import sample_stage_run
 
-        sample_stage_run(run, out, st, ctx.cfg["sample"], split=split, progress=progress)
+        records = reference_records(ctx, progress) if split == SPLIT else None
+        with locks.folder_lock(out, "sampling"):  # one process per samples folder
+            sample_stage_run(run, out, st, ctx.cfg["sample"], split=split, progress=progress, records=records)
     return pd.read_csv(out / "manifest.csv", dtype={"id": str})
+
+
+def _sample_stage(ctx: Context, method: str, split: str) -> stage_keys.Stage:
+    """The sampling stage of ``split``; the reference split's key also covers its records."""
+    from fairdiff.reference import SPLIT
+
+    st = stage_keys.sample_stage(ctx.cfg, method, split)
+    if split != SPLIT:
+        return st
+    return stage_keys.Stage(st.name, st.settings, st.inputs | {"reference": reference_stage(ctx).key}, st.identity)
+
+
+def reference_stage(ctx: Context) -> stage_keys.Stage:
+    """The key of the per-group reference records: ``evaluate.reference`` and the dataset's key."""
+    return stage_keys.Stage("reference", stage_keys.flatten(ctx.cfg["evaluate"]["reference"], "evaluate.reference."),
+                            {"data": stage_keys.stage("dataset", ctx.cfg).key})
+
+
+def reference_records(ctx: Context, progress: bool = False) -> pd.DataFrame:
+    """The per-group reference records of ``evaluate.reference`` (:mod:`fairdiff.reference`): a
+    group-balanced synthetic pool beside the dataset, drawn once, or a subsample of the real test
+    split; once per context."""
+    from fairdiff.reference import reference_records as build
+
+    if "reference_records" not in ctx.memo:
+        ctx.memo["reference_records"] = build(ctx.cfg, dataset(ctx, progress), ctx.schema, progress)
+    return ctx.memo["reference_records"]
 
 
 def sample_preview(ctx: Context, methods, n: int = 4):
@@ -200,7 +260,7 @@ def _generated_split(ctx: Context, method: str, split: str):
     from fairdiff.imagesets import cached_generated
 
     manifest = sampled(ctx, method, split)
-    return manifest, cached_generated(manifest, stage_keys.sample_stage(ctx.cfg, method, split).key,
+    return manifest, cached_generated(manifest, _sample_stage(ctx, method, split).key,
                                       ctx.layout.evaluation / "cache", num_workers=ctx.cfg["data"]["num_workers"])
 
 
@@ -218,24 +278,28 @@ def domain_encoder(ctx: Context):
     folder = ctx.layout.evaluation / f"encoder-{st.key}"
     if stage_keys.is_current(folder, st) or (folder / "weights.pt").is_file():
         return DomainEncoder.load(folder)
-    frame, images = _real_split(ctx, records, "train")
-    enc = e["encoder"]
-    encoder = train_domain_encoder(images, frame, ctx.schema, epochs=enc["epochs"], seed=ctx.cfg["seed"],
-                                   batch_size=enc["batch_size"], lr=enc["lr"], widths=tuple(enc["widths"]),
-                                   in_res=ctx.cfg["data"]["resolution"])
-    encoder.save(folder)
-    stage_keys.write_stamp(folder, st, complete=True)
+    with locks.folder_lock(folder, "training the domain encoder"):
+        frame, images = _real_split(ctx, records, "train")
+        enc = e["encoder"]
+        encoder = train_domain_encoder(images, frame, ctx.schema, epochs=enc["epochs"], seed=ctx.cfg["seed"],
+                                       batch_size=enc["batch_size"], lr=enc["lr"], widths=tuple(enc["widths"]),
+                                       in_res=ctx.cfg["data"]["resolution"])
+        encoder.save(folder)
+        stage_keys.write_stamp(folder, st, complete=True)
     return encoder
 
 
 # What each evaluation table reads of the ``evaluate`` section (the rest cannot change it).
-_NOT_READ_BY = {"generation": ("evaluate.classifiers",),
+_NOT_READ_BY = {"generation": ("evaluate.classifiers", "evaluate.reference"),
                 "fidelity": ("evaluate.encoder", "evaluate.inception_weights", "evaluate.is_splits", "evaluate.mifid_eps",
                              "evaluate.jackknife_blocks", "evaluate.kid_", "evaluate.prdc_k", "evaluate.size_matched",
-                             "evaluate.copy_quantile", "evaluate.n_boot"),
+                             "evaluate.copy_quantile", "evaluate.n_boot", "evaluate.reference"),
                 "semantic": ("evaluate.encoder", "evaluate.inception_weights", "evaluate.is_splits",
                              "evaluate.mifid_eps", "evaluate.jackknife_blocks", "evaluate.kid_", "evaluate.prdc_k",
-                             "evaluate.size_matched", "evaluate.copy_quantile")}
+                             "evaluate.size_matched", "evaluate.copy_quantile", "evaluate.reference"),
+                "group_reference": ("evaluate.classifiers", "evaluate.n_boot", "evaluate.min_group_size",
+                                    "evaluate.size_matched", "evaluate.prdc_k", "evaluate.copy_quantile",
+                                    "evaluate.is_splits", "evaluate.mifid_eps")}
 
 
 def _table_stage(ctx: Context, table: str, inputs: dict, **identity) -> stage_keys.Stage:
@@ -251,14 +315,15 @@ def _source_inputs(ctx: Context, source: str, split: str) -> dict:
     if source == "real":
         return {"source": "real", "data": stage_keys.stage("dataset", ctx.cfg).key}
     sampled(ctx, source, split)
-    return {"samples": stage_keys.sample_stage(ctx.cfg, source, split).key}
+    return {"samples": _sample_stage(ctx, source, split).key}
 
 
 def _cached_table(path: Path, st: stage_keys.Stage, compute) -> pd.DataFrame:
     """A table regenerated only when its own key changes."""
     if not (path.is_file() and stage_keys.is_current(path, st)):
-        io.write_csv(path, compute(), float_format="%.6g")
-        stage_keys.write_stamp(path, st, complete=True)
+        with locks.folder_lock(path, f"computing {path.name}"):  # one process per table
+            io.write_csv(path, compute(), float_format="%.6g")
+            stage_keys.write_stamp(path, st, complete=True)
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
@@ -286,6 +351,78 @@ def generation_table(ctx: Context, method: str) -> pd.DataFrame:
         return table.assign(method=method)
 
     return _cached_table(ctx.layout.evaluation / f"generation-{method}.csv", st, compute)
+
+
+def convergence(ctx: Context, method: str = "baseline", progress: bool = False) -> pd.DataFrame:
+    """The convergence figure's data (pretraining on): overall FID, with the evaluation's feature
+    extractor against every real test image, of ``pretrain.curve_images`` test prompts drawn at
+    every pretraining checkpoint (phase ``pretrain``) and every ``pretrain.curve_every`` fine-tuning
+    steps of ``method`` (phase ``finetune``; step 0: the pretrained base itself), the same prompts
+    and seeds at every point (:func:`fairdiff.pretrain.convergence_frame`). The fine-tuning is the
+    method's run trained again into ``convergence/<method>/`` with a checkpoint at every point
+    (checkpointing is in no key: the same run). Cached by its own key, like the tables."""
+    import copy
+
+    from fairdiff import pretrain
+    from fairdiff.checkpoints import checkpoint_dirs, checkpoint_step
+    from fairdiff.data.images import pipeline_kwargs
+
+    if not stage_keys.pretraining(ctx.cfg):
+        raise ValueError("stages.convergence: needs pretraining (pretrain.steps > 0)")
+    p, cfg = ctx.cfg["pretrain"], copy.deepcopy(ctx.cfg)
+    cfg["train"].update(checkpoint_every=p["curve_every"], keep_checkpoints=cfg["train"]["steps"] // p["curve_every"] + 1)
+    dense = Context(cfg, ctx.schema, ctx.layout, ctx.figures, pretrain_runs=ctx.pretrain_runs)
+    run = trained(dense, method, progress, out=ctx.layout.root / "convergence" / method)
+    extractor = domain_encoder(ctx)
+    curve = {k: p[k] for k in ("curve_every", "curve_images")}
+    st = stage_keys.Stage("convergence", stage_keys.flatten(curve, "pretrain.") | stage_keys.flatten(
+        ctx.cfg["sample"], "sample."), {"train": stage_keys.train_stage(ctx.cfg, method).key,
+                                        "data": stage_keys.stage("dataset", ctx.cfg).key, "extractor": extractor.name},
+        {"method": method})
+
+    def compute():
+        real_meta, real = _real_split(ctx, dataset(ctx), "test")
+        pool_run = pretrain.folder(ctx.cfg, ctx.pretrain_root) / pretrain.RUN
+        points = ([("pretrain", checkpoint_step(c), c) for c in checkpoint_dirs(pool_run)] + [("finetune", 0, None)]
+                  + [("finetune", checkpoint_step(c), c) for c in checkpoint_dirs(run)])
+        frame = pretrain.convergence_frame(
+            points, ctx.layout.base, pretrain.curve_records(real_meta, p["curve_images"], ctx.cfg["seed"]),
+            extractor.features(real, num_workers=ctx.cfg["data"]["num_workers"]).numpy(), extractor, ctx.cfg["sample"],
+            seed=ctx.cfg["seed"], resolution=ctx.cfg["data"]["resolution"],
+            rotate=pipeline_kwargs(ctx.schema, ctx.cfg["data"]["preprocess"])["rotate"], progress=progress)
+        return frame.assign(method=method)
+
+    return _cached_table(ctx.layout.evaluation / f"convergence-{method}.csv", st, compute)
+
+
+def group_reference_table(ctx: Context, method: str) -> pd.DataFrame:
+    """FID and KID of every group of ``evaluate.reference.attribute`` at matched n (``per_group``
+    real reference and ``per_group`` generated images per group), and each group minus the
+    majority group (the largest in training), with jackknife intervals
+    (:mod:`fairdiff.evaluate.group_reference`). Needs the attribute set."""
+    from fairdiff.evaluate.group_reference import group_reference_metrics
+    from fairdiff.reference import SPLIT, majority_group, reference_settings
+
+    attribute, per_group = reference_settings(ctx.cfg, ctx.schema, required=True)
+    extractor, e = domain_encoder(ctx), ctx.cfg["evaluate"]
+    st = _table_stage(ctx, "group_reference", _source_inputs(ctx, method, SPLIT) | {"extractor": extractor.name},
+                      method=method)
+
+    def compute():
+        records = reference_records(ctx)
+        real_meta, real = _real_split(ctx, records, SPLIT)
+        manifest, fake = _generated_split(ctx, method, SPLIT)
+        how = ("a seeded subsample of " if records.attrs.get("subsampled") else "") + records.attrs.get("source", "")
+        majority = majority_group(dataset(ctx), ctx.schema, attribute)
+        table = group_reference_metrics(
+            real, fake, real_meta, manifest, ctx.schema, extractor, attribute, majority,
+            jackknife_blocks=e["jackknife_blocks"], kid_subset_size=e["kid_subset_size"], kid_subsets=e["kid_subsets"],
+            seed=ctx.cfg["seed"], num_workers=ctx.cfg["data"]["num_workers"],
+            note=f"{per_group} real ({how}) and {per_group} generated images per group")
+        table.insert(0, "method", method)
+        return table
+
+    return _cached_table(ctx.layout.evaluation / f"group_reference-{method}.csv", st, compute)
 
 
 def semantic_table(ctx: Context, source: str) -> pd.DataFrame:

@@ -1,11 +1,12 @@
 """Fine-tuning the UNet of a latent diffusion model, with the loss weighting a method asks for.
 
 One loop serves every method (docs/method.md §2): ``baseline`` (plain mean), ``random``
-(perturbation with every sigma at 1), ``fairbo`` (Fair Bayesian Perturbation), ``reweight``
-(inverse group frequency) and ``resample`` (group-balanced batches). It runs as a plain process or
-under ``accelerate launch`` on several processes: the unweighted losses and groups are gathered,
-the Bayesian optimisation runs on the main process and sigma is broadcast, so every process uses
-the same sigma at every step (the authors' code lets ranks drift apart).
+(perturbation with sigma fixed, at 1 by default), ``fairbo`` (Fair Bayesian Perturbation),
+``reweight`` (inverse group frequency), ``resample`` (group-balanced batches) and ``groupdro``
+(group DRO's weights q). It runs as a plain process or under ``accelerate launch`` on several
+processes: the unweighted losses and groups are gathered, the Bayesian optimisation (or group DRO's
+update) runs on the main process and sigma (or q) is broadcast, so every process uses the same
+weights' scales at every step (the authors' code lets ranks drift apart).
 
 The data order, the noise and the perturbations are functions of (seed, step, rank), and every
 piece of state lives in the checkpoint, so ``resume="latest"`` continues exactly.
@@ -21,11 +22,12 @@ import torch.nn.functional as F
 from fairdiff.progress import Progress
 
 from fairdiff import config as config_mod
-from fairdiff import io, stage_keys
+from fairdiff import io, stage_keys, tracking
 from fairdiff.checkpoints import (CHECKPOINT_PREFIX, latest_checkpoint,  # noqa: F401 (both re-exported)
                                   latest_intact, load_checkpoint, require_intact, save_checkpoint)
 from fairdiff.errors import RunConflict
-from fairdiff.fairness import FairBayesianPerturbation, balanced_sampling_weights, reweight_weights, step_group_stats
+from fairdiff.fairness import (FairBayesianPerturbation, GroupDRO, balanced_sampling_weights, reweight_weights,
+                               step_group_stats)
 from fairdiff.models import quiet_hf
 from fairdiff.prepare import TrainingCache, training_cache
 from fairdiff.runs import METHODS
@@ -96,7 +98,8 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
     tc, schema = cfg["train"], get_schema(cfg["dataset"])
     out_dir = Path(out_dir)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc["mixed_precision"],
-                      gradient_accumulation_steps=tc["gradient_accumulation_steps"])
+                      gradient_accumulation_steps=tc["gradient_accumulation_steps"],
+                      **tracking.accelerator_kwargs(cfg, out_dir))  # train.report_to: main process, <run>/logs
     rank, world = acc.process_index, acc.num_processes
     st = stage_keys.train_stage(cfg, method)
     if _claim_run_dir(out_dir, st, resume):  # every rank reads the same stamp before anyone writes
@@ -130,8 +133,12 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
         ema.to(acc.device)
 
     fbp = _make_perturbation(cfg, method, rank)
-    static_w = reweight_weights(cache.groups, schema.n_groups) if method == "reweight" else None
-    probs = balanced_sampling_weights(cache.groups, schema.n_groups) if method == "resample" else None
+    dro = GroupDRO(schema.n_groups, schema.attribute_names.index(cfg["groupdro"]["attribute"]),
+                   cfg["groupdro"]["eta"]) if method == "groupdro" else None
+    method_state = fbp if fbp is not None else dro  # draws the weights; its state goes into every checkpoint
+    reweighted = _attribute_indices(schema, cfg["reweight"]["attributes"])
+    static_w = reweight_weights(cache.groups, schema.n_groups, reweighted) if method == "reweight" else None
+    probs = _sampling_probs(cfg, method, schema, cache.groups)
     order = BatchOrder(len(cache.ids), tc["batch_size"] * world, cfg["seed"], probs)
     state = TrainState()
     ckpt = None
@@ -140,7 +147,7 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
         if ckpt is None and acc.is_main_process and (out_dir / "checkpoints").is_dir():
             print(f"{out_dir}: no intact checkpoint to resume from; training starts at step 0", flush=True)
     if ckpt is not None:
-        state = TrainState(**load_checkpoint(ckpt, out_dir, acc, unet, optimizer, ema, fbp, rank))
+        state = TrainState(**load_checkpoint(ckpt, out_dir, acc, unet, optimizer, ema, method_state, rank))
         if acc.is_main_process:
             print(f"{out_dir}: resuming {method} at step {state.step} from {ckpt.name}", flush=True)
     else:
@@ -157,15 +164,20 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
     bar = Progress(total=total, initial=state.step, desc=f"train {method}", disable=not (progress and acc.is_main_process),
                mininterval=1.0)
     pending = []  # what each step since the last log keeps for its metrics row (main process)
+    tracker = tracking.start(acc, cfg, method, out_dir, base, state, unet, ema, optimizer)  # None: report_to null
+    attribute = cfg["groupdro"]["attribute"]
+    state_cols = [f"q[{attribute}={g}]" for g in schema.attribute(attribute).groups] if dro is not None else None
     while state.step < total:
         sigma_used = fbp.sigma if fbp is not None else None
+        q_used = dro.q if dro is not None else None  # this step's weights use q before this step's update
         gathered_l, gathered_g, weighted = [], [], []
         for micro in range(accum):
             idx = order(state.step * accum + micro)[rank * tc["batch_size"]:(rank + 1) * tc["batch_size"]]
             with acc.accumulate(unet):
-                per_sample, groups = _per_sample_loss(unet, noise_scheduler, cache, idx, tc["uncond_prob"], acc.device)
-                if fbp is not None:
-                    w = fbp.weights(groups).to(per_sample)
+                per_sample, groups = _per_sample_loss(unet, noise_scheduler, cache, idx, tc["uncond_prob"], acc.device,
+                                                      tc["input_perturbation"])
+                if method_state is not None:  # FBP's perturbation or group DRO's q
+                    w = method_state.weights(groups).to(per_sample)
                 elif static_w is not None:
                     w = static_w[idx].to(per_sample)
                 else:
@@ -186,25 +198,34 @@ def train(cfg: dict, method: str, out_dir: str | Path, base: str, cache_dir: str
                 record = fbp.update(losses, groups_all)
             if world > 1:  # a single process already holds its sigma
                 fbp.sigma = broadcast(fbp.sigma.to(acc.device)).cpu()
+        if dro is not None:
+            if acc.is_main_process:
+                dro.update(losses, groups_all)
+            if world > 1:
+                dro.log_q = broadcast(dro.log_q.to(acc.device)).cpu()
         if ema is not None:
             ema.step(params)
         state.step += 1
         if on_step is not None:
             on_step({"step": state.step, "rank": rank, "world": world, "local_batch": tc["batch_size"] * accum,
                      "gathered_batch": len(losses), "sigma_used": None if sigma_used is None else sigma_used.tolist(),
-                     "sigma_next": None if fbp is None else fbp.sigma.tolist()})
+                     "sigma_next": None if fbp is None else fbp.sigma.tolist(),
+                     "q_used": None if q_used is None else q_used.tolist(),
+                     "q_next": None if dro is None else dro.q.tolist()})
         checkpoint_now = state.step % tc["checkpoint_every"] == 0 or state.step == total
         if acc.is_main_process:
-            pending.append((state.step, losses, groups_all, torch.cat(weighted), sigma_used))
+            pending.append((state.step, losses, groups_all, torch.cat(weighted), sigma_used if dro is None else q_used))
             if record is not None and record.get("bo"):
                 state.bo_trace.append(_bo_row(state.step, record["bo"], group_cols))
             bar.update(1)
             if checkpoint_now or state.step % tc["log_every"] == 0:  # rows in bulk: same values, less per-step work
-                state.metrics += _metrics_rows(pending, schema.n_groups, group_cols)
+                state.metrics += _metrics_rows(pending, schema.n_groups, group_cols, state_cols)
                 pending.clear()
                 bar.set_postfix(loss=f"{state.metrics[-1]['loss']:.4f}", refresh=False)
+            if tracker is not None:
+                tracker.update(state)
         if checkpoint_now:
-            save_checkpoint(out_dir, state, acc, unet, optimizer, ema, fbp, rank, tc["keep_checkpoints"])
+            save_checkpoint(out_dir, state, acc, unet, optimizer, ema, method_state, rank, tc["keep_checkpoints"])
     bar.close()
     if acc.is_main_process and state.step >= tc["steps"]:
         _save_final(out_dir, base, acc.unwrap_model(unet), ema)
@@ -230,16 +251,46 @@ def _adamw_kernel(choice: str, device: torch.device) -> dict:
 def _make_perturbation(cfg: dict, method: str, rank: int) -> FairBayesianPerturbation | None:
     if method not in ("random", "fairbo"):
         return None
-    f = cfg["fbp"]
-    return FairBayesianPerturbation(get_schema(cfg["dataset"]).n_groups, window=f["window"],
+    f, schema = cfg["fbp"], get_schema(cfg["dataset"])
+    return FairBayesianPerturbation(schema.n_groups, window=f["window"],
                                     exploitation=f["exploitation"], beta=f["beta"], clamp=f["clamp"],
                                     seed=cfg["seed"], bo=(method == "fairbo"), rank=rank,
                                     num_restarts=f["bo_restarts"], raw_samples=f["bo_raw_samples"],
-                                    warm_start=f["warm_start"], gp_likelihood=f["gp_likelihood"])
+                                    warm_start=f["warm_start"], gp_likelihood=f["gp_likelihood"],
+                                    sigma_init=initial_sigma(cfg, schema), weight_floor=f["weight_floor"])
 
 
-def _per_sample_loss(unet, noise_scheduler, cache: TrainingCache, idx: torch.Tensor, uncond_prob: float, device):
-    """l_i = mean over (C, H, W) of (prediction - target)^2 in fp32 (docs/method.md §1.2)."""
+def initial_sigma(cfg: dict, schema) -> list[float]:
+    """FBP's starting sigma, one per group in the flat order: ``fbp.sigma_groups`` where it names the
+    group ("race=Black"), else ``fbp.sigma_init``."""
+    return [float(cfg["fbp"]["sigma_groups"].get(c, cfg["fbp"]["sigma_init"])) for c in _group_columns(schema)]
+
+
+def _attribute_indices(schema, names: list[str] | None) -> list[int] | None:
+    """Attribute names of a baseline's ``attributes`` setting as schema indices (None: every attribute)."""
+    return None if names is None else [schema.attribute_names.index(n) for n in names]
+
+
+def _sampling_probs(cfg: dict, method: str, schema, groups: torch.Tensor) -> torch.Tensor | None:
+    """Batch probabilities of the methods that draw group-balanced batches: ``resample`` over
+    ``resample.attributes``, ``groupdro`` over its attribute when ``groupdro.balanced_batches``;
+    None (uniform epochs) for the others."""
+    if method == "resample":
+        names = cfg["resample"]["attributes"]
+    elif method == "groupdro" and cfg["groupdro"]["balanced_batches"]:
+        names = [cfg["groupdro"]["attribute"]]
+    else:
+        return None
+    return balanced_sampling_weights(groups, schema.n_groups, attributes=_attribute_indices(schema, names))
+
+
+def _per_sample_loss(unet, noise_scheduler, cache: TrainingCache, idx: torch.Tensor, uncond_prob: float, device,
+                     input_perturbation: float = 0.0):
+    """l_i = mean over (C, H, W) of (prediction - target)^2 in fp32 (docs/method.md §1.2).
+
+    ``input_perturbation`` gamma > 0 (docs/method.md §1.4): the UNet's input is noised with
+    noise + gamma * fresh N(0, 1) noise while the target keeps the original noise. The extra noise is
+    drawn last, so every other draw is the same as at gamma = 0, where nothing extra is drawn."""
     mean, std = cache.latent_mean[idx], cache.latent_std[idx]
     latents = (mean + std * torch.randn_like(mean)) * cache.scaling_factor
     text_rows = cache.prompt_index[idx].clone()
@@ -248,7 +299,10 @@ def _per_sample_loss(unet, noise_scheduler, cache: TrainingCache, idx: torch.Ten
     hidden = cache.text[text_rows]
     noise = torch.randn_like(latents)
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), dtype=torch.long)
-    noisy = noise_scheduler.add_noise(latents, noise, t)
+    if input_perturbation:
+        noisy = noise_scheduler.add_noise(latents, noise + input_perturbation * torch.randn_like(noise), t)
+    else:
+        noisy = noise_scheduler.add_noise(latents, noise, t)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, t)
     elif noise_scheduler.config.prediction_type == "epsilon":
@@ -260,18 +314,19 @@ def _per_sample_loss(unet, noise_scheduler, cache: TrainingCache, idx: torch.Ten
     return per_sample, cache.groups[idx].to(device)
 
 
-def _metrics_rows(pending: list[tuple], n_groups, group_cols) -> list[dict]:
+def _metrics_rows(pending: list[tuple], n_groups, group_cols, state_cols: list[str] | None = None) -> list[dict]:
     """metrics.csv rows of the steps kept since the last log, built in bulk: one move to the host
     and one vectorised group computation (:func:`step_group_stats`) instead of about 30 small
-    conversions per step. Each entry is (step, gathered losses, groups, weighted losses, sigma used
-    or None); the values are those a row built at its own step had (the means are taken on the
-    host, per step, as before)."""
+    conversions per step. Each entry is (step, gathered losses, groups, weighted losses, the method's
+    per-group state used or None); the values are those a row built at its own step had (the means
+    are taken on the host, per step, as before). That state is FBP's sigma, in columns
+    ``sigma[<group>]``, unless ``state_cols`` names its columns (group DRO: ``q[race=Black]``, ...)."""
     if not pending:
         return []
     steps, losses, groups, weighted, sigmas = zip(*pending)
     losses, groups, weighted = torch.stack(losses).cpu(), torch.stack(groups).cpu(), torch.stack(weighted).cpu()
     means, gaps = step_group_stats(losses, groups, n_groups)
-    loss_cols, sigma_cols = [f"loss[{c}]" for c in group_cols], [f"sigma[{c}]" for c in group_cols]
+    loss_cols, sigma_cols = [f"loss[{c}]" for c in group_cols], state_cols or [f"sigma[{c}]" for c in group_cols]
     sigmas = torch.stack(sigmas).tolist() if sigmas[0] is not None else [None] * len(steps)
     rows = []
     for step, step_losses, step_weighted, gap, step_means, sigma in zip(steps, losses, weighted, gaps.tolist(),

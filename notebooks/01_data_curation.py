@@ -85,7 +85,7 @@ for lab in schema.labels:
     wide = shares[shares["label"] == lab.name].pivot_table(index=["attribute", "group"], columns="class",
                                                            values="share", sort=False)[list(lab.classes)]
     figs.figure(share_heatmap(wide, title=f"{lab.name}: share of each class per group"),
-                f"01_label_shares_{lab.name}")
+                f"01_label_shares_{lab.name}", data=wide.reset_index())
 
 # %% [markdown]
 # ## What the images look like, per group and per clinical label

@@ -62,7 +62,8 @@ if base["vae_trained"]:
                 data=vae_loss)
 real, recon, mse = stages.vae_reconstructions(ctx, n=8)
 fig = image_grid(list(real) + list(recon), ["real", "reconstructed"], ncols=8, title="VAE reconstructions")
-figs.figure(fig, "02_vae_reconstructions")
+per_image = ((real / 255.0 - recon / 255.0) ** 2).reshape(len(real), -1).mean(axis=1)
+figs.figure(fig, "02_vae_reconstructions", data=pd.DataFrame({"image": range(len(real)), "mse": per_image}))
 print(f"reconstruction MSE on [0, 1] pixels: {mse:.4f}")
 
 # %% [markdown]
@@ -91,7 +92,7 @@ print(f"{cfg['train']['steps']} steps per method, batch {cfg['train']['batch_siz
 # %%
 smooth = max(1, cfg["train"]["steps"] // 40)
 figs.figure(curves(metrics, "step", "loss_unweighted", hue="method", smooth=smooth, title="denoising loss"),
-            "02_loss_curves")
+            "02_loss_curves", data=metrics[["method", "step", "loss_unweighted"]])
 first = metrics[metrics["step"] <= max(5, len(metrics) // (10 * len(methods)))].groupby("method")["loss_unweighted"].mean()
 last_steps = metrics["step"] > metrics["step"].max() * 0.8
 last = metrics[last_steps].groupby("method")["loss_unweighted"].agg(["mean", "sem"])
@@ -107,7 +108,7 @@ table.round(4)
 
 # %%
 figs.figure(curves(metrics, "step", "gap", hue="method", smooth=smooth, title="sum of per-attribute loss gaps"),
-            "02_gap_curves")
+            "02_gap_curves", data=metrics[["method", "step", "gap"]])
 gap = metrics[last_steps].groupby("method")["gap"].agg(["mean", "sem", "count"])
 figs.table(gap.reset_index(), "02_gap_summary")
 gap.round(4)
@@ -164,7 +165,11 @@ import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(6, 3))
 sns.histplot(weights, x="weight", hue="method", stat="density", common_norm=False, bins=60, ax=ax)
 ax.axvline(0, color="k", lw=0.8)
-figs.figure(fig, "02_weight_distribution")
+edges = np.histogram_bin_edges(weights["weight"], bins=60)  # the bins seaborn draws
+histogram = pd.concat([pd.DataFrame({"method": m, "bin_left": edges[:-1], "bin_right": edges[1:],
+                                     "density": np.histogram(w, bins=edges, density=True)[0]})
+                       for m, w in weights.groupby("method", sort=False)["weight"]], ignore_index=True)
+figs.figure(fig, "02_weight_distribution", data=histogram)
 share.round(3)
 
 # %% [markdown]

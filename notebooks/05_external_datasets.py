@@ -53,7 +53,7 @@ fid = gen[(gen["attribute"] == "all") & (gen["metric"] == "fid")]
 figs.table(fid, "05_fid_overall")
 for name, part in fid.groupby("dataset", sort=False):
     figs.figure(bars_with_ci(part, x="method", y="value", lo="boot_lo", hi="boot_hi", title=f"{name}: FID",
-                             ylabel="FID"), f"05_fid_{name}")
+                             ylabel="FID"), f"05_fid_{name}", data=part)
 fid.pivot(index="method", columns="dataset", values="value").round(3)
 
 # %% [markdown]

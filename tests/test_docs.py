@@ -199,3 +199,50 @@ def test_docs_internal_section_references_resolve():
 def test_every_markdown_citation_in_the_repository_resolves():
     problems = broken_citations(ROOT)
     assert not problems, "broken documentation citations:\n" + "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------- claims about the notebooks
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+# The one figure documented (figures/README.md) as drawn without its numbers: images of six subjects.
+FIGURES_WITHOUT_CSV = {"'06_groups_real_and_baseline'"}
+
+
+def figure_calls(source: str) -> list[tuple[str, bool]]:
+    """(name expression, whether its numbers are written) for every ``figs.figure(fig, name, ...)``:
+    written when the call passes ``data=`` or ``figs.table`` writes the same name."""
+    import ast
+
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+             and node.func.value.id == "figs" and node.func.attr in ("figure", "table")]
+    tables = {ast.unparse(c.args[1]) for c in calls if c.func.attr == "table" and len(c.args) > 1}
+    return [(ast.unparse(c.args[1]), any(k.arg == "data" for k in c.keywords) or ast.unparse(c.args[1]) in tables)
+            for c in calls if c.func.attr == "figure"]
+
+
+def test_figure_calls_scanner():
+    source = ("figs.table(t, 'a')\nfigs.figure(f, 'a')\nfigs.figure(f, f'b_{x}', data=d)\n"
+              "figs.figure(f, 'c')\nother.figure(f, 'd')\n")
+    assert figure_calls(source) == [("'a'", True), ("f'b_{x}'", True), ("'c'", False)]
+
+
+def test_every_figure_of_the_notebooks_is_written_with_its_numbers():
+    """figures/README.md and the README promise a CSV next to every figure."""
+    missing = [f"{nb.name}: {name}" for nb in NOTEBOOKS for name, written in figure_calls(nb.read_text())
+               if not written and name not in FIGURES_WITHOUT_CSV]
+    assert not missing, f"figures drawn without their numbers (pass data= to figs.figure): {missing}"
+    assert all(any(name == n for nb in NOTEBOOKS for n, _ in figure_calls(nb.read_text()))
+               for name in FIGURES_WITHOUT_CSV), "a documented exception no notebook draws any more"
+
+
+def test_readme_describes_every_notebook_parameter():
+    """The README's notebook section names every variable of every parameters cell."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The notebooks"):readme.index("## Methods")]
+    for nb in NOTEBOOKS:
+        cell = re.search(r'# %% tags=\["parameters"\]\n(.*?)(?=\n# %%|\Z)', nb.read_text(), re.S)
+        assert cell, f"{nb.name}: no parameters cell"
+        names = re.findall(r"^(\w+) =", cell.group(1), re.M)
+        assert names, f"{nb.name}: an empty parameters cell"
+        absent = [n for n in names if f"`{n}`" not in section]
+        assert not absent, f"README's notebook section does not describe {nb.name}'s parameters {absent}"

@@ -283,6 +283,22 @@ def test_trust_pickle_loads_with_a_warning(tmp_path):
     assert frame.attrs["rejections"].empty
 
 
+def test_trust_pickle_is_a_setting_of_the_pipeline(tmp_path):
+    """data.trust_pickle (--trust-pickle) reaches the loader; it is left out of every stage key."""
+    from fairdiff.config import load_config
+    from fairdiff.prepare import load_records
+    from fairdiff.stage_keys import base_stage
+
+    root = pickled_race(tmp_path / "fgm")
+    cfg = load_config("smoke", "fairgenmed", {"data": {"root": str(root)}})
+    with pytest.warns(UserWarning, match="skipped"):
+        assert "00001" not in load_records(cfg)["id"].tolist()
+    trusted = load_config("smoke", "fairgenmed", {"data": {"root": str(root)}}, sets=["data.trust_pickle=true"])
+    with pytest.warns(UserWarning, match="trust"):
+        assert "00001" in load_records(trusted)["id"].tolist()
+    assert base_stage(trusted).key == base_stage(cfg).key
+
+
 @pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
 def test_npz_member_reader_matches_numpy(tmp_path, version, compression):

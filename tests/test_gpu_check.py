@@ -40,6 +40,7 @@ def test_the_tiny_run_goes_through_every_stage_without_the_missing_packages(tmp_
     assert stages.loc["evaluate", "classifier"] == "efficientnet_b1@32px"
     info = json.loads((tmp_path / "gpu_check.json").read_text())
     assert info["unet_flop_per_step"] > 0 and "[gpu_check] OK" in proc.stdout
+    assert info["peak_source"].startswith("measured in this run") and info["peak_tflops"] > 0
 
 
 def test_without_cuda_the_full_run_refuses_with_a_reason(monkeypatch):

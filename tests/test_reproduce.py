@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fairdiff.report import results_markdown
+from fairdiff.report import (COMMITTED, README_SET, column_mismatches, edited_tables, export_tables,
+                             results_markdown)
 from fairdiff.reproduce import PER_DATASET, peak_rss
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,10 @@ def test_two_smoke_runs_from_scratch_write_identical_tables(tmp_path):
     gen = pd.read_csv(a / "figures" / "smoke" / "fairgenmed" / "04_generation_metrics.csv")
     fid = gen[(gen.method == "baseline") & (gen.attribute == "all") & (gen.metric == "fid")]["value"].iloc[0]
     assert f"| baseline | {fid:.1f} [" in results_markdown("smoke", "fairgenmed", root=a)
+    # the committed tables the README is rendered from still have the columns the code writes
+    fresh = export_tables("smoke", "fairgenmed", root=a, dest=tmp_path / "export")
+    assert not edited_tables(fresh)
+    assert column_mismatches(COMMITTED.joinpath(*README_SET), fresh) == []
     # nothing changed: every notebook is reused
     assert _reproduce(a) < 60
 

@@ -1,6 +1,7 @@
-"""The study's statistics on constructed numbers with known answers, and the runner's bookkeeping
-with the stages replaced by constructed tables (the real end-to-end path runs in notebook 06
-under nbval, on the study-smoke profile)."""
+"""The study's statistics on constructed numbers with known answers, the tables read from one
+seed, and the runner's bookkeeping with the stages replaced by constructed tables (the real
+end-to-end path runs in notebook 06 under nbval, on the study-smoke profile, and in
+tests/test_study_parallel.py)."""
 from __future__ import annotations
 
 import math
@@ -82,6 +83,7 @@ def test_bootstrap_t_test_shrinks_with_replicates():
 
 # ----------------------------------------------------------------------------- tables of one seed
 SCHEMA = get_schema("fairgenmed")
+PLANTED = study.Planted("race", "Asian", ("Asian", "Black", "White"))
 
 
 def _cfg(**study_overrides):
@@ -91,55 +93,89 @@ def _cfg(**study_overrides):
     return cfg
 
 
-def _tables(fids: dict, es_fid: dict, auc: dict, es_auc: dict, overall: dict, kid: dict | None = None) -> dict:
-    """Evaluation tables shaped like fairdiff.analysis.evaluate's, for race groups only."""
-    gen, es, sem = [], [], []
-    for method, per_group in fids.items():
-        gen.append({"method": method, "attribute": "all", "group": "all", "metric": "fid", "value": overall[method],
-                    "n_real": 90, "n_fake": 90, "boot_lo": overall[method] - 1, "boot_hi": overall[method] + 1})
-        for group, value in per_group.items():
-            n = 10 if group == "Asian" else 40
-            gen.append({"method": method, "attribute": "race", "group": group, "metric": "fid", "value": value,
-                        "n_real": n, "n_fake": n, "boot_lo": value - 2, "boot_hi": value + 2})
-            if kid:
-                gen.append({"method": method, "attribute": "race", "group": group, "metric": "kid",
-                            "value": kid[method][group], "n_real": n, "n_fake": n, "boot_lo": 0, "boot_hi": 1})
-        gen.append({"method": method, "attribute": "race", "group": "(equity-scaled)", "metric": "es_fid",
-                    "value": es_fid[method], "n_real": 90, "n_fake": 90, "boot_lo": 0, "boot_hi": 1})
-        es.append({"method": method, "attribute": "race", "metric": "es_fid", "value": es_fid[method]})
-    for source in ["real", *fids]:
-        a, e = auc.get(source, 0.9), es_auc.get(source, 0.8)
-        sem += [{"source": source, "classifier": "small_cnn", "task": "glaucoma", "attribute": "all", "group": "",
-                 "metric": "auc", "value": a, "boot_mean": a, "boot_std": 0.02, "n_valid": 100},
-                {"source": source, "classifier": "small_cnn", "task": "glaucoma", "attribute": "race", "group": "",
-                 "metric": "es_auc", "value": e, "boot_mean": e, "boot_std": 0.03, "n_valid": 100},
-                {"source": source, "classifier": "small_cnn", "task": "md_severity", "attribute": "all", "group": "",
-                 "metric": "auc", "value": 0.5, "boot_mean": 0.5, "boot_std": 0.02, "n_valid": 100}]
-    return {"generation_metrics": pd.DataFrame(gen), "equity_scaled_generation": pd.DataFrame(es),
-            "semantic_metrics": pd.DataFrame(sem)}
+def _gen(arm: str, per_group: dict, overall: float, kid: dict | None = None, matched: dict | None = None) -> list:
+    rows = [{"method": arm, "attribute": "all", "group": "all", "metric": "fid", "value": overall,
+             "n_real": 90, "n_fake": 90, "boot_lo": overall - 1, "boot_hi": overall + 1}]
+    for metric, values in (("fid", per_group), ("kid", kid), ("fid_matched", matched)):
+        if values and metric != "fid":
+            rows.append({"method": arm, "attribute": "all", "group": "all", "metric": metric,
+                         "value": float(np.mean(list(values.values()))), "n_real": 90, "n_fake": 90})
+        for group, value in (values or {}).items():
+            n = 10 if group == "Asian" else (60 if group == "White" else 20)
+            rows.append({"method": arm, "attribute": "race", "group": group, "metric": metric, "value": value,
+                         "n_real": n, "n_fake": n, "boot_lo": value - 2, "boot_hi": value + 2})
+    rows.append({"method": arm, "attribute": "race", "group": "(equity-scaled)", "metric": "es_fid",
+                 "value": 2 * overall, "n_real": 90, "n_fake": 90, "boot_lo": 0, "boot_hi": 1})
+    return [dict(r, extractor="domain") for r in rows]
 
 
-def _seed_tables(shift: float = 0.0, kid: bool = False) -> dict:
-    fids = {"baseline": {"Asian": 30 + shift, "Black": 12, "White": 10},
-            "fairbo": {"Asian": 25 + shift, "Black": 13, "White": 11}}
-    kids = {"baseline": {"Asian": 0.5, "Black": 0.1, "White": 0.05},
-            "fairbo": {"Asian": 0.3, "Black": 0.1, "White": 0.1}} if kid else None
-    return _tables(fids, es_fid={"baseline": 40, "fairbo": 35}, auc={"baseline": 0.85, "fairbo": 0.83},
-                   es_auc={"baseline": 0.7, "fairbo": 0.72}, overall={"baseline": 11, "fairbo": 12}, kid=kids)
+def _sem(arm: str, auc: float, es_auc: float) -> list:
+    return [{"source": arm, "classifier": "small_cnn", "task": "glaucoma", "attribute": "all", "group": "",
+             "metric": "auc", "value": auc, "boot_mean": auc, "boot_std": 0.02, "n_valid": 100},
+            {"source": arm, "classifier": "small_cnn", "task": "glaucoma", "attribute": "race", "group": "",
+             "metric": "es_auc", "value": es_auc, "boot_mean": es_auc, "boot_std": 0.03, "n_valid": 100},
+            {"source": arm, "classifier": "small_cnn", "task": "md_severity", "attribute": "all", "group": "",
+             "metric": "auc", "value": 0.5, "boot_mean": 0.5, "boot_std": 0.02, "n_valid": 100}]
+
+
+def _ref(arm: str, planted_excess: float) -> list:
+    """group_reference_metrics rows: every race group at matched n, minus the majority (White)."""
+    rows = []
+    for group, fid in (("Asian", 20 + planted_excess), ("Black", 21.0), ("White", 20.0)):
+        rows += [{"method": arm, "attribute": "race", "group": group, "metric": "fid", "value": fid, "lo": fid - 1,
+                  "hi": fid + 1, "n_real": 8, "n_fake": 8, "majority": "White"},
+                 {"method": arm, "attribute": "race", "group": group, "metric": "fid_minus_majority",
+                  "value": fid - 20, "lo": fid - 22, "hi": fid - 18, "n_real": 8, "n_fake": 8, "majority": "White"},
+                 {"method": arm, "attribute": "race", "group": group, "metric": "kid_minus_majority",
+                  "value": (fid - 20) / 100, "lo": 0, "hi": 1, "n_real": 8, "n_fake": 8, "majority": "White"}]
+    return rows
+
+
+def _seed_tables(with_reference: bool = True) -> dict:
+    from fairdiff.analysis import equity
+
+    gen = pd.DataFrame(_gen("baseline", {"Asian": 30, "Black": 12, "White": 10}, 11,
+                            kid={"Asian": 0.5, "Black": 0.1, "White": 0.05},
+                            matched={"Asian": 28, "Black": 12, "White": 11})
+                       + _gen("fairbo-x", {"Asian": 25, "Black": 13, "White": 11}, 12,
+                              kid={"Asian": 0.3, "Black": 0.1, "White": 0.1},
+                              matched={"Asian": 24, "Black": 13, "White": 12}))
+    sem = pd.DataFrame(_sem("baseline", 0.85, 0.7) + _sem("fairbo-x", 0.83, 0.72))
+    ref = pd.DataFrame(_ref("baseline", 9.0) + _ref("fairbo-x", 6.0)) if with_reference else None
+    return {"generation_metrics": gen, "equity_scaled_generation": equity(gen, ["baseline", "fairbo-x"]),
+            "semantic_metrics": sem, "group_reference_metrics": ref}
 
 
 def test_seed_metrics_known_values():
-    cfg = _cfg()
-    frame = study.seed_metrics(_seed_tables(kid=True), cfg, SCHEMA, ["baseline", "fairbo"])
-    got = frame.set_index(["method", "metric"])["value"]
-    assert got[("baseline", "fid_gap")] == 20 and got[("fairbo", "fid_gap")] == 14
-    assert got[("baseline", "worst_fid")] == 30 and got[("fairbo", "planted_fid")] == 25
-    assert got[("baseline", "fid")] == 11 and got[("fairbo", "es_fid")] == 35
-    assert got[("baseline", "auc")] == 0.85 and got[("fairbo", "es_auc")] == 0.72  # the first task, glaucoma
-    assert got[("baseline", "kid_gap")] == pytest.approx(0.45) and got[("fairbo", "worst_kid")] == 0.3
-    specs = study.metric_specs(cfg, SCHEMA, _seed_tables(kid=True)["generation_metrics"])
-    assert {"kid_gap", "worst_kid"} <= set(specs["metric"])
-    assert "kid_gap" not in set(study.metric_specs(cfg, SCHEMA, _seed_tables()["generation_metrics"])["metric"])
+    frame = study.seed_metrics(_seed_tables(), PLANTED, "glaucoma", ["baseline", "fairbo-x"], "fid_minus_majority")
+    got = frame.set_index(["arm", "metric"])["value"]
+    assert got[("baseline", "fid_gap")] == 20 and got[("fairbo-x", "fid_gap")] == 14
+    assert got[("baseline", "worst_fid")] == 30 and got[("fairbo-x", "planted_fid")] == 25
+    assert got[("baseline", "fid")] == 11 and got[("baseline", "auc")] == 0.85  # the first task, glaucoma
+    assert got[("fairbo-x", "es_auc")] == 0.72
+    assert got[("baseline", "kid_gap")] == pytest.approx(0.45) and got[("fairbo-x", "worst_kid")] == 0.3
+    # the primary endpoint: the planted group's row of the group-sized evaluation
+    assert got[("baseline", "endpoint")] == 9.0 and got[("fairbo-x", "endpoint")] == 6.0
+    assert got[("fairbo-x", "kid_minus_majority")] == pytest.approx(0.06)
+    assert set(frame["endpoint_source"]) == {"fid_minus_majority"}
+    kid = study.seed_metrics(_seed_tables(), PLANTED, "glaucoma", ["baseline"], "kid_minus_majority")
+    assert kid.set_index("metric").loc["endpoint", "value"] == pytest.approx(0.09)
+    specs = study.metric_specs(PLANTED, "glaucoma", _seed_tables()["generation_metrics"],
+                               _seed_tables()["group_reference_metrics"])
+    assert {"kid_gap", "worst_kid", "fid_minus_majority", "kid_minus_majority"} <= set(specs["metric"])
+    assert "fid_minus_majority" not in set(study.metric_specs(PLANTED, "glaucoma")["metric"])
+
+
+def test_endpoint_falls_back_to_the_size_matched_fid_without_the_group_sized_evaluation():
+    frame = study.seed_metrics(_seed_tables(with_reference=False), PLANTED, "glaucoma", ["baseline", "fairbo-x"],
+                               "fid_minus_majority")
+    got = frame.set_index(["arm", "metric"])["value"]
+    # Asian minus the largest test group (White, n 60), size-matched FID
+    assert got[("baseline", "endpoint")] == 28 - 11 and got[("fairbo-x", "endpoint")] == 24 - 12
+    assert set(frame["endpoint_source"]) == {"fid_matched_minus_majority"}
+    gen = _seed_tables()["generation_metrics"]
+    plain = gen[gen["metric"] != "fid_matched"]
+    assert study.tables.fallback_endpoint(plain, "baseline", PLANTED) == (30 - 10, "fid_minus_majority")
 
 
 def test_planted_group_is_checked_against_the_schema():
@@ -155,16 +191,24 @@ def test_study_keys_are_validated():
         load_config("study-smoke", sets=["study.sweep_exploitation=[1.5]"])
     with pytest.raises(ConfigError, match=r"study.seedz: unknown key; did you mean 'study.seeds'"):
         load_config("study-smoke", sets=["study.seedz=[1]"])
+    with pytest.raises(ConfigError, match=r"study.workers: expected a value >= 1"):
+        load_config("study-smoke", sets=["study.workers=0"])
+    with pytest.raises(ConfigError, match=r"study.analysis.endpoint: expected one of fid_minus_majority"):
+        load_config("study-smoke", sets=["study.analysis.endpoint=fid_gap"])
+    with pytest.raises(ConfigError, match=r"study.analysis.equivalence_margin: expected a value > 0"):
+        load_config("study-smoke", sets=["study.analysis.equivalence_margin=0"])
+    with pytest.raises(ConfigError, match=r"study.arms: expected a mapping"):
+        load_config("study-smoke", sets=["study.arms=[baseline]"])
 
 
 # ----------------------------------------------------------------------------- across seeds
 def _per_seed() -> pd.DataFrame:
     rows = []
     for seed, (b_gap, f_gap, b_auc, f_auc) in enumerate([(10, 8, 0.8, 0.7), (12, 11, 0.8, 0.75), (14, 11, 0.8, 0.8)]):
-        rows += [{"seed": seed, "method": "baseline", "metric": "fid_gap", "value": b_gap},
-                 {"seed": seed, "method": "fairbo", "metric": "fid_gap", "value": f_gap},
-                 {"seed": seed, "method": "baseline", "metric": "auc", "value": b_auc},
-                 {"seed": seed, "method": "fairbo", "metric": "auc", "value": f_auc}]
+        rows += [{"seed": seed, "arm": "baseline", "metric": "fid_gap", "value": b_gap},
+                 {"seed": seed, "arm": "fairbo", "metric": "fid_gap", "value": f_gap},
+                 {"seed": seed, "arm": "baseline", "metric": "auc", "value": b_auc},
+                 {"seed": seed, "arm": "fairbo", "metric": "auc", "value": f_auc}]
     return pd.DataFrame(rows)
 
 
@@ -172,28 +216,28 @@ SPECS = pd.DataFrame([("fid_gap", "FID gap (race)", True, "generation"), ("auc",
                      columns=["metric", "label", "lower_is_better", "family"])
 
 
-def test_paired_effects_known_answers():
-    effects = study.paired_effects(_per_seed(), SPECS).set_index("metric")
+def test_secondary_effects_known_answers():
+    effects = study.secondary_effects(_per_seed(), SPECS).set_index("metric")
     gap = effects.loc["fid_gap"]  # differences -2, -1, -3
     assert gap["diff"] == pytest.approx(-2.0) and gap["better"] and gap["n_better"] == 3
     half = 4.302652729911275 * 1.0 / math.sqrt(3)
     assert (gap["lo"], gap["hi"]) == pytest.approx((-2 - half, -2 + half))
-    assert gap["p_signflip"] == pytest.approx(0.25)
+    assert gap["p_signflip"] == pytest.approx(0.25) and gap["family"] == "secondary"
     auc = effects.loc["auc"]  # differences -0.1, -0.05, 0: higher is better, so worse
     assert auc["diff"] == pytest.approx(-0.05) and not auc["better"] and auc["n_better"] == 0
     assert auc["p_signflip"] == pytest.approx(0.5)  # 0 gets either sign: |sum| >= 0.15 in 4 of 8 patterns
-    # Holm across the method's two metrics: 2 x 0.25 = 0.5, then max(0.5, 1 x 0.5)
-    assert (gap["p_holm"], auc["p_holm"]) == pytest.approx((0.5, 0.5))
+    assert "p_holm" not in effects.columns  # secondary metrics are not adjusted: Holm is for the primary family
 
 
-def test_method_means_and_planted_summary():
-    means = study.method_means(_per_seed()).set_index(["method", "metric"])
+def test_arm_means_and_planted_summary():
+    means = study.arm_means(_per_seed()).set_index(["arm", "metric"])
     assert means.loc[("baseline", "fid_gap"), "mean"] == 12 and means.loc[("baseline", "fid_gap"), "sd"] == 2
     assert means.loc[("fairbo", "fid_gap"), "n_seeds"] == 3
-    group = study.planted_group(_cfg(), SCHEMA)
-    planted = pd.concat([study.planted_rows(_seed_tables(shift)["generation_metrics"], group).assign(seed=seed)
-                         for seed, shift in enumerate([0.0, -15.0])])
-    summary = study.planted_summary(planted).set_index("seed")
+    gen = _seed_tables()["generation_metrics"]
+    closer = pd.DataFrame(_gen("baseline", {"Asian": 15, "Black": 12, "White": 10}, 11))
+    planted = pd.concat([study.planted_rows(gen, PLANTED).assign(seed=0),
+                         study.planted_rows(closer, PLANTED).assign(seed=1)])
+    summary = study.planted_summary(planted[planted["metric"] == "fid"]).set_index("seed")
     # seed 0: Asian 30 vs worst other 12, intervals (+-2) apart; seed 1: Asian 15, above 12 but overlapping
     assert summary.loc[0, "excess"] == 18 and summary.loc[0, "is_worst"] and summary.loc[0, "separated"]
     assert summary.loc[1, "excess"] == 3 and summary.loc[1, "is_worst"] and not summary.loc[1, "separated"]
@@ -210,60 +254,123 @@ def test_sweep_cells_known_answers():
     assert np.isfinite(cells.loc[10, "lo"]) and cells.loc[10, "n_seeds"] == 2
 
 
-# ----------------------------------------------------------------------------- folders and the runner
-def test_seed_and_sweep_folders(tmp_path):
-    a = study.seed_context("study-smoke", 0, root=tmp_path)
-    b = study.seed_context("study-smoke", 1, root=tmp_path)
-    assert a.layout.root == tmp_path / "study-smoke" / "seed-0" / "fairgenmed-study-smoke"
-    assert b.layout.root != a.layout.root and b.cfg["seed"] == 1
-    assert a.cfg["data"]["root"] == b.cfg["data"]["root"]  # the same data for every seed
-    same = study.seed_context("study-smoke", 0, root=tmp_path, sweep=(a.cfg["fbp"]["window"], 0.95))
-    assert same.layout.root == a.layout.root  # the profile's own (W, r) is the main fairbo run
-    cell = study.seed_context("study-smoke", 0, root=tmp_path, sweep=(6, 0.8))
-    assert cell.layout.root == tmp_path / "study-smoke" / "sweep" / "W6-r0.8" / "seed-0" / "fairgenmed-study-smoke"
-    assert (cell.cfg["fbp"]["window"], cell.cfg["fbp"]["exploitation"]) == (6, 0.8)
+def test_per_seed_round_trips_through_its_wide_file():
+    frame = study.seed_metrics(_seed_tables(), PLANTED, "glaucoma", ["baseline", "fairbo-x"], "fid_minus_majority")
+    long = pd.concat([frame.assign(seed=0), frame.assign(seed=1, value=frame["value"] + 1)], ignore_index=True)
+    wide = study.tables.wide_per_seed(long)
+    assert len(wide) == 4 and {"endpoint", "fid_gap", "endpoint_source"} <= set(wide.columns)
+    back = study.tables.long_per_seed(wide)
+    key = ["arm", "seed", "metric"]
+    pd.testing.assert_frame_equal(back.sort_values(key).reset_index(drop=True)[long.columns],
+                                  long.sort_values(key).reset_index(drop=True), check_dtype=False)
+
+
+# ----------------------------------------------------------------------------- the runner
+def _arm_of(ctx) -> str:
+    return ctx.layout.root.parent.name  # runs/.../seed-<k>/arms/<arm>/<dataset>-<profile>
+
+
+ENDPOINTS = {"baseline": [10.0, 12.0], "fairbo": [8.0, 9.0], "fixed-0.5": [11.0, 12.0]}
+
+
+def _stub_stages(monkeypatch, calls: list) -> None:
+    """The stages replaced by constructed tables: per arm and seed a known endpoint; fairbo's
+    trained run gets a metrics.csv with a sigma trace."""
+    from fairdiff import prepare, stages
+    from fairdiff.study import diagnostics
+
+    for name in ("dataset", "reference_records", "pretrained", "domain_encoder"):
+        monkeypatch.setattr(stages, name, lambda ctx, progress=False: None)
+    monkeypatch.setattr(stages, "base", lambda ctx, progress=False: calls.append(("base", ctx.cfg["seed"])))
+    monkeypatch.setattr(prepare, "training_cache", lambda *a, **k: None)
+
+    def trained(ctx, method, progress=False):
+        calls.append(("train", ctx.cfg["seed"], _arm_of(ctx), method))
+        run = ctx.layout.method(method)
+        if method == "fairbo":
+            run.mkdir(parents=True, exist_ok=True)
+            steps = np.arange(1, 10)
+            rng = np.random.default_rng(ctx.cfg["seed"])
+            log = {"step": steps, "loss": 0.5, "y": rng.normal(size=9), "loss[race=Asian]": 0.4,
+                   "loss[race=Black]": np.where(steps % 3 == 0, np.nan, 0.5)}
+            log.update({f"sigma[race={g}]": rng.uniform(size=9) for g in ("Asian", "Black", "White")})
+            pd.DataFrame(log).to_csv(run / "metrics.csv", index=False)
+        return run
+
+    monkeypatch.setattr(stages, "trained", trained)
+    monkeypatch.setattr(stages, "sampled", lambda ctx, m, split, progress=False: calls.append(
+        (split, ctx.cfg["seed"], _arm_of(ctx))))
+    seed_shift = {0: 0.0, 1: 1.0}
+    monkeypatch.setattr(stages, "generation_table", lambda ctx, m: pd.DataFrame(
+        _gen(m, {"Asian": 30 + seed_shift[ctx.cfg["seed"]], "Black": 12, "White": 10}, 11)))
+    monkeypatch.setattr(stages, "semantic_table", lambda ctx, m: pd.DataFrame(_sem(m, 0.8, 0.7)))
+    monkeypatch.setattr(stages, "group_reference_table", lambda ctx, m: pd.DataFrame(
+        _ref(m, ENDPOINTS[_arm_of(ctx)][ctx.cfg["seed"]])))
+    monkeypatch.setattr(stages, "convergence", lambda ctx, method, progress=False: pd.DataFrame(
+        {"phase": ["pretrain", "finetune", "finetune"], "step": [5, 0, 6], "fid": [3.0, 2.0, 1.5], "method": method}))
+    monkeypatch.setattr(diagnostics, "recovery_curve", lambda **kw: pd.DataFrame(
+        {"noise_rel": [0.0, 0.1, 1.0] * 2, "arm": ["bo"] * 3 + ["drift"] * 3, "y_r2": [0.9, 0.5, 0.1] * 2,
+         "final_distance": 0.5, "steps": kw["steps"]}))
 
 
 def test_run_study_bookkeeping(tmp_path, monkeypatch, capsys):
-    """Two seeds, two methods, the stages replaced by constructed tables: every (seed, method) goes
-    through train, sample and evaluate once, progress is printed per run, and the results written
-    are the paired statistics of the constructed numbers."""
-    from fairdiff import analysis, stages
-
+    """Two seeds, three arms, the stages replaced by constructed tables: the seed's shared work
+    runs before its arms, every (seed, arm) goes through train, sample and evaluate once in its own
+    folder, progress is printed per run, and the results written are the pre-registered statistics
+    of the constructed numbers."""
     calls = []
-    monkeypatch.setattr(stages, "base", lambda ctx, progress=False: None)
-    monkeypatch.setattr(stages, "trained", lambda ctx, m, progress=False: calls.append(("train", ctx.cfg["seed"], m)))
-    monkeypatch.setattr(stages, "sampled",
-                        lambda ctx, m, split, progress=False: calls.append((split, ctx.cfg["seed"], m)))
-    monkeypatch.setattr(stages, "generation_table", lambda ctx, m: None)
-    monkeypatch.setattr(stages, "semantic_table", lambda ctx, m: None)
-    monkeypatch.setattr(analysis, "evaluate", lambda ctx, methods: _seed_tables(shift=ctx.cfg["seed"]))
-    result = study.run_study("study-smoke", sets=["study.planted.group=Asian"], root=tmp_path)
-    assert sorted(calls) == sorted((s, seed, m) for s in ("train", "test", "train") for seed in (0, 1)
-                                   for m in ("baseline", "fairbo"))
+    _stub_stages(monkeypatch, calls)
+    sets = ["study.planted.group=Asian", "pretrain.steps=5"]  # pretraining on: the convergence curve is drawn
+    result = study.run_study("study-smoke", sets=sets, arms=["baseline", "fairbo", "fixed-0.5"], root=tmp_path,
+                             workers=1)
+    trains = [c for c in calls if c[0] == "train" and len(c) == 4]  # (sampling the train split: 3 entries)
+    assert sorted(trains) == sorted(("train", s, a, m) for s in (0, 1) for a, m in
+                                    (("baseline", "baseline"), ("fairbo", "fairbo"), ("fixed-0.5", "random")))
+    assert calls.index(("base", 1)) < calls.index(("train", 1, "baseline", "baseline"))
+    assert sorted(c for c in calls if c[0] == "test") == sorted(("test", s, a) for s in (0, 1)
+                                                                 for a in ("baseline", "fairbo", "fixed-0.5"))
     out = capsys.readouterr().out
-    assert "seed 1/2 (seed=0) · baseline" in out and "seed 2/2 (seed=1) · fairbo" in out
-    # Asian minus the worst other group: 30 - 12 and 31 - 12
-    assert "planted gap check (fid, baseline): Asian minus the worst other race group +18.5 [" in out
-    gap = result.paired_effects.set_index("metric").loc["fid_gap"]
-    assert gap["diff"] == pytest.approx(-6.0) and gap["n_seeds"] == 2 and gap["p_signflip"] == pytest.approx(0.5)
+    assert "study · fairbo seed 1 · " in out and " done · " in out and "min left" in out
+    # the seed's base and feature extractor are the arms' (links)
+    arm_root = tmp_path / "study-smoke" / "seed-1" / "arms" / "fairbo" / "fairgenmed-study-smoke"
+    assert (arm_root / "base").is_symlink()
+    assert (arm_root / "base").resolve() == (tmp_path / "study-smoke" / "seed-1" / "fairgenmed-study-smoke" / "base")
+    # primary: fairbo - baseline = -2, -3 over a gap of 11 on average; Holm over the two primary pairs
+    primary = result.primary.set_index(["arm", "against"])
+    fb = primary.loc[("fairbo", "baseline")]
+    assert fb["pct"] == pytest.approx(100 * -2.5 / 11) and fb["family"] == "primary"
+    assert primary.loc[("fairbo", "fixed-0.5"), "family"] == "primary"
+    assert primary.loc[("fixed-0.5", "baseline"), "family"] == "other arms"
+    assert set(result.per_seed["endpoint_source"]) == {"fid_minus_majority"}
+    assert "primary · fairbo vs baseline (primary): -22.7 [" in out
+    # the BO diagnostics and sigma tables of the fairbo runs; the recovery curve with the measured sd of y
+    assert list(result.bo_runs["arm"]) == ["fairbo", "fairbo"] and "missing[race=Black]" in result.bo_runs
+    assert result.bo_runs["missing_planted"].tolist() == [0.0, 0.0]  # Asian is never missing here
+    assert set(result.sigma_summary["group"]) == {"race=Asian", "race=Black", "race=White"}
+    assert "trace_range_equiv" in result.bo_recovery and "matched_noise_rel" in result.bo_pooled
+    assert set(result.arms["arm"]) == {"baseline", "fairbo", "fixed-0.5"}
+    fixed = result.arms.set_index("arm").loc["fixed-0.5"]
+    assert (fixed["planted_sigma"], fixed["others_sigma"]) == (0.5, 0.5)
     for name in study.RESULT_FILES:
         assert (tmp_path / "study-smoke" / "results" / f"{name}.csv").is_file()
-    assert set(result.run_times["stage"]) == {"base", "train", "sample", "evaluate"}
-    again = study.load_results("study-smoke", sets=["study.planted.group=Asian"], root=tmp_path)
-    pd.testing.assert_frame_equal(again.paired_effects, pd.read_csv(tmp_path / "study-smoke" / "results" /
-                                                                    "paired_effects.csv"))
-    table = study.readme_table(again)
-    assert "| FID gap (race) (lower is better) |" in table and "fairbo − baseline" in table
-    assert "-6 [" in table  # the paired difference with its interval
-    text = study.reading(again)
-    assert "Planted gap" in text and "Does fairbo narrow the gap?" in text
-    cells = pd.DataFrame({"metric": "fid", "window": [10, 30], "exploitation": 0.95, "n_seeds": 3,
-                          "reduction": [2.0, -1.0], "lo": [0.5, -3.0], "hi": [3.5, 1.0], "p_signflip": 0.25,
-                          "overall_change": [1.0, 0.0], "overall_change_lo": 0.0, "overall_change_hi": 2.0})
-    with_sweep = study.readme_table(again, cells)
-    assert "| W | r = 0.95 |" in with_sweep and "| 10 | +2 [0.5, 3.5]; overall FID +1 |" in with_sweep
-    assert "largest mean reduction is +2 [0.5, 3.5] at W = 10, r = 0.95; 1 of 2 cells" in study.reading(again, cells)
+    assert {"base", "encoder", "caches", "train", "sample", "evaluate", "reference",
+            "convergence"} <= set(result.run_times["stage"])
+    assert result.convergence["seed"].tolist() == [0, 0, 0] and set(result.convergence["method"]) == {"baseline"}
+    again = study.load_results("study-smoke", sets=sets, root=tmp_path)
+    pd.testing.assert_frame_equal(again.primary, pd.read_csv(tmp_path / "study-smoke" / "results" / "primary.csv"))
+    text = study.plain_tables(again)
+    assert "fairbo vs baseline" in text and "non-inferiority" in text and "Secondary metrics" in text
+    assert "-22.7 [" in text
+
+
+def test_run_study_needs_the_reference_arm(tmp_path, monkeypatch):
+    _stub_stages(monkeypatch, [])
+    with pytest.raises(ConfigError, match=r"study.analysis.reference: 'baseline' is not among the arms run"):
+        study.run_study("study-smoke", arms=["fairbo"], root=tmp_path)
+    with pytest.raises(ConfigError, match=r"arms nope: not in study.arms"):
+        study.run_study("study-smoke", arms=["baseline", "nope"], root=tmp_path)
+    with pytest.raises(ConfigError, match=r"workers: expected at least 1"):
+        study.run_study("study-smoke", arms=["baseline"], root=tmp_path, workers=0)
 
 
 def test_load_results_says_what_is_missing(tmp_path):
@@ -271,10 +378,53 @@ def test_load_results_says_what_is_missing(tmp_path):
         study.load_results("study-smoke", root=tmp_path)
 
 
-def test_final_sigmas_average_the_end_of_training(tmp_path):
-    steps = np.arange(1, 21)
-    pd.DataFrame({"step": steps, "loss": 0.5, "sigma[race=Black]": np.where(steps > 18, 0.2, 1.0),
-                  "sigma[race=White]": np.where(steps > 19, 0.4, 0.6)}).to_csv(tmp_path / "metrics.csv", index=False)
-    got = study.final_sigmas(tmp_path).set_index("group")["sigma"]  # the last 10 %: steps 19 and 20
-    assert got["race=Black"] == pytest.approx(0.2) and got["race=White"] == pytest.approx(0.5)
-    assert study.final_sigmas(tmp_path / "missing").empty
+def test_export_copies_the_tables_with_their_provenance(tmp_path, monkeypatch):
+    import json
+
+    _stub_stages(monkeypatch, [])
+    sets = ["study.planted.group=Asian"]
+    study.run_study("study-smoke", sets=sets, arms=["baseline", "fairbo"], root=tmp_path / "runs", workers=1)
+    out = study.export("study-smoke", sets=sets, root=tmp_path / "runs", dest=tmp_path / "figures")
+    assert out == tmp_path / "figures" / "study-smoke"
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["profile"] == "study-smoke" and record["overrides"] == sets
+    assert {"commit", "exported_utc", "machine_at_export", "runs", "sha256"} <= set(record)
+    assert record["runs"]["threads_per_worker"] == 1
+    for name in study.RESULT_FILES:
+        assert (out / f"{name}.csv").read_bytes() == (tmp_path / "runs" / "study-smoke" / "results" /
+                                                      f"{name}.csv").read_bytes()
+    stranger = tmp_path / "other" / "study-smoke"
+    stranger.mkdir(parents=True)
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="without provenance.json"):
+        study.export("study-smoke", sets=sets, root=tmp_path / "runs", dest=tmp_path / "other")
+
+
+def test_a_failed_job_is_raised_in_the_main_process(monkeypatch, capsys):
+    """A job's exception comes back picklable (its own class when it round-trips, else a
+    RuntimeError naming it) and :func:`execute` raises it after printing the worker's traceback."""
+    from fairdiff.study import runner
+
+    def refuse(plan, job):
+        raise ConfigError("study.arms.x: refused")
+
+    def broken(plan, job):
+        raise DataError("somewhere.csv", "id", "an id", "nothing")  # its __init__ does not take one message
+
+    monkeypatch.setitem(runner.RUNNERS, "seed", refuse)
+    monkeypatch.setitem(runner.RUNNERS, "recovery", broken)
+    out = runner.run_job(None, runner.Job("seed", 0))
+    assert isinstance(out["error"], ConfigError) and "refuse" in out["traceback"]
+    out = runner.run_job(None, runner.Job("recovery"))
+    assert type(out["error"]) is RuntimeError and "DataError: somewhere.csv" in str(out["error"])
+    with pytest.raises(ConfigError, match="refused"):
+        runner.execute(None, [runner.Job("seed", 0), runner.Job("arm", 0, study.Arm("a", "baseline"))], workers=1)
+    assert "study: seed 0 shared work failed:" in capsys.readouterr().out
+
+
+def test_measured_noise_level_interpolates_in_log_noise():
+    curve = pd.DataFrame({"noise_rel": [0.0, 0.1, 1.0, 0.1, 1.0], "arm": ["bo", "bo", "bo", "drift", "drift"],
+                          "y_r2": [0.9, 0.5, 0.1, 0.0, 0.0]})
+    assert study.tables.measured_noise_level(curve, 0.3) == pytest.approx(math.sqrt(0.1))  # halfway in log noise
+    assert study.tables.measured_noise_level(curve, 0.5) == pytest.approx(0.1)
+    assert np.isnan(study.tables.measured_noise_level(curve, 0.05))  # below the curve: outside its range

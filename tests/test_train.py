@@ -39,6 +39,8 @@ def test_three_steps_of_each_method_give_a_pipeline_stock_diffusers_loads(method
     assert np.isfinite(metrics["loss_unweighted"]).all()
     if method in ("random", "fairbo"):
         assert any(c.startswith("sigma[") for c in metrics.columns)
+    if method == "groupdro":  # q over the race groups, uniform at the first step
+        assert metrics.loc[0, ["q[race=Asian]", "q[race=Black]", "q[race=White]"]].tolist() == pytest.approx([1 / 3] * 3)
     if method == "fairbo":
         trace = pd.read_csv(run / "bo_trace.csv")
         assert list(trace["step"]) == [2]  # window 2 -> one BO event in 3 steps

@@ -48,10 +48,13 @@ may still differ by group through their own knobs):
   the data can show group gaps.
 
 Every subject is drawn from its own generators, ``default_rng([seed, number, stream])``, so a
-subject's labels and image depend on the seed and its number only, not on ``n``.
+subject's labels and image depend on the seed and its number only, not on ``n``. That is what
+:func:`generate_group_pool` uses: subjects numbered after a dataset's, kept while their group is short,
+make a group-balanced pool of the same population sharing no subject with the dataset.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -359,9 +362,15 @@ def generate_fairgenmed(out: str | Path, n: int, seed: int = 0, params: FundusSy
     The folder is built next to ``out`` and renamed into place when complete, so a killed run leaves
     no half dataset. An existing non-empty ``out`` is replaced only if this generator made it and
     ``overwrite`` is true."""
-    out = Path(out)
     params = params or FundusSynthParams()
-    subjects = draw_subjects(n, seed, params)
+    return _write_folder(out, draw_subjects(n, seed, params), seed, n, params, progress, overwrite)
+
+
+def _write_folder(out: str | Path, subjects: pd.DataFrame, seed: int, n: int, params: FundusSynthParams,
+                  progress: bool, overwrite: bool, extra: dict[str, str] | None = None) -> pd.DataFrame:
+    """Write ``subjects`` (a subject table) as a dataset folder, atomically; ``extra`` names more
+    text files to put in it. Returns the data_summary frame written."""
+    out = Path(out)
     check_output_dir(out, GENERATOR, overwrite)
     summary = summary_frame(subjects)
     with atomic_dir(out) as tmp:
@@ -373,7 +382,67 @@ def generate_fairgenmed(out: str | Path, n: int, seed: int = 0, params: FundusSy
         write_csv(tmp / SUMMARY_FILE, summary)
         write_csv(tmp / SUBJECTS_FILE, subjects)
         write_text(tmp / PARAMS_FILE, params_json(GENERATOR, GENERATOR_VERSION, seed, n, params))
+        for name, text in (extra or {}).items():
+            write_text(tmp / name, text)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# a group-balanced pool of the same population (the per-group evaluation reference)
+
+POOL_FILE = "reference_pool.json"
+# The subject-table column that holds each schema attribute's group id (same order as the schema's groups).
+ATTRIBUTE_COLUMNS = {"race": "race", "gender": "male", "ethnicity": "hispanic"}
+
+
+def draw_group_pool(attribute: str, per_group: int, seed: int = 0, params: FundusSynthParams | None = None,
+                    first: int = 1, max_draws: int = 200_000) -> pd.DataFrame:
+    """Subjects ``first``, ``first + 1``, ... of the population of (``seed``, ``params``), each kept
+    while its group of ``attribute`` holds fewer than ``per_group``: ``per_group`` subjects of every
+    group, all in the test split, in number order.
+
+    Each kept subject is an ordinary draw of the population that happens to be in its group, so a
+    group's pool follows that group's own distribution of labels and look (every knob of
+    ``params``, planted group differences included), as its test images do; only the group shares
+    change. With ``first`` = n + 1 no subject (number, id or random stream) is one of a dataset of
+    n subjects drawn with the same seed. Unknown ethnicity (-1) belongs to no group."""
+    if attribute not in ATTRIBUTE_COLUMNS:
+        raise ValueError(f"attribute: expected one of {sorted(ATTRIBUTE_COLUMNS)}, got {attribute!r}")
+    per_group, seed = _check_count(per_group, "per_group", minimum=1), _check_count(seed, "seed", minimum=0)
+    first = _check_count(first, "first", minimum=1)
+    params = params or FundusSynthParams()
+    intercept = _glaucoma_intercept(params)
+    n_groups = {"race": len(RACES), "gender": len(GENDERS), "ethnicity": len(ETHNICITIES)}[attribute]
+    counts, rows = [0] * n_groups, []
+    number = first
+    while min(counts) < per_group:
+        if number - first >= max_draws:
+            raise ValueError(f"draw_group_pool: {max_draws} subjects drawn and {attribute} groups still short of "
+                             f"{per_group}: {dict(zip(range(n_groups), counts))} (a group with a share near 0?)")
+        row = _draw_subject(number, seed, params, intercept)
+        group = row[ATTRIBUTE_COLUMNS[attribute]]
+        if group >= 0 and counts[group] < per_group:
+            counts[group] += 1
+            rows.append(row)
+        number += 1
+    table = pd.DataFrame(rows)
+    table.pop("split_key")
+    table.insert(2, "split", "test")
+    table.insert(3, "use", SPLIT_DIRS["test"])
+    return table
+
+
+def generate_group_pool(out: str | Path, attribute: str, per_group: int, seed: int = 0,
+                        params: FundusSynthParams | None = None, first: int = 1, progress: bool = True,
+                        overwrite: bool = False) -> pd.DataFrame:
+    """Write :func:`draw_group_pool` as a FairGenMed folder (every subject in ``test/``), with
+    ``reference_pool.json`` saying how it was drawn; returns the data_summary frame written."""
+    params = params or FundusSynthParams()
+    subjects = draw_group_pool(attribute, per_group, seed, params, first)
+    pool = {"attribute": attribute, "per_group": per_group, "first": first,
+            "drawn": int(subjects["number"].max()) - first + 1}
+    return _write_folder(out, subjects, seed, len(subjects), params, progress, overwrite,
+                         {POOL_FILE: json.dumps(pool, indent=2, sort_keys=True) + "\n"})
 
 
 def write_subject(folder: Path, subject: Mapping, seed: int) -> None:

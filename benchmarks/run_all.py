@@ -1,7 +1,8 @@
 """Rerun the benchmarks and gather their results into one summary, each file with where and when
 it was measured.
 
-    python benchmarks/run_all.py [--skip-trained] [--heavy] [--gather-only] [--only NAME ...]
+    python benchmarks/run_all.py [--skip-trained] [--heavy] [--gather-only] [--only SCRIPT ...]
+    python benchmarks/run_all.py --record FILE ... --command "how it was run"
 
 ``BENCHMARKS`` lists every script in benchmarks/. ``make bench`` (this script without options)
 reruns the ones marked ``default``; the training and sampling ones need the mini runs
@@ -12,9 +13,9 @@ it wrote: the command, the commit (and whether the tree had uncommitted changes)
 cores, the threads the script computes with, and the 1-minute load average before and after. A
 file no one reran keeps its earlier row, so ``results/summary.md`` says for every table when and
 at which commit it was measured and whether ``make bench`` reruns it. ``--gather-only`` runs
-nothing and rebuilds the summary (after one script was rerun by hand: then add its row with
-``--only``, which reruns just that script). Timings on a shared machine swing with other load:
-run on a quiet machine.
+nothing and rebuilds the summary; ``--only SCRIPT`` reruns just that script; ``--record FILE
+--command "..."`` records the provenance of a file a benchmark just wrote when run by hand.
+Timings on a shared machine swing with other load: run on a quiet machine.
 """
 from __future__ import annotations
 
@@ -97,6 +98,28 @@ def run(bench: Benchmark) -> list[dict]:
              "note": f"run_all.py, {time.perf_counter() - t0:.0f} s"} for out in bench.outputs]
 
 
+def record(files: list[str], command: str) -> list[dict]:
+    """Provenance rows for result files a benchmark wrote when run by hand (``--record``): the
+    commit and uncommitted changes now, the file's modification time as its date."""
+    state = code_state()
+    rows = []
+    for name in files:
+        bench = next((b for b in BENCHMARKS if name in b.outputs), None)
+        if bench is None or not (RESULTS / name).is_file():
+            raise SystemExit(f"run_all.py --record: {name} is not a result file of a benchmark in BENCHMARKS")
+        written = dt.datetime.fromtimestamp((RESULTS / name).stat().st_mtime, dt.timezone.utc)
+        columns = pd.read_csv(RESULTS / name, nrows=0).columns if name.endswith(".csv") else []
+        rows.append({"file": name, "command": command or bench.command, "commit": state["commit"],
+                     "uncommitted_changes": len(state["uncommitted_changes"] or []),
+                     "date_utc": written.isoformat(timespec="seconds"), "cores": os.cpu_count(),
+                     "threads": bench.threads, "load_avg_1min_before": "", "load_avg_1min_after": "",
+                     "rerun_by_make_bench": "yes" if bench.rerun == "default" else f"no: {bench.why_not}",
+                     "note": "run by hand, recorded with run_all.py --record"
+                             + ("; load: the table's own column" if "load_avg_1min" in columns else
+                                "; load not recorded")})
+    return rows
+
+
 def read_provenance() -> pd.DataFrame:
     return pd.read_csv(PROVENANCE, dtype=str, keep_default_na=False) if PROVENANCE.is_file() \
         else pd.DataFrame(columns=COLUMNS)
@@ -135,14 +158,19 @@ def main() -> None:
     ap.add_argument("--heavy", action="store_true", help="also rerun bench_memory (about 7 min)")
     ap.add_argument("--gather-only", action="store_true", help="run nothing; rebuild results/summary.md")
     ap.add_argument("--only", nargs="+", default=None, metavar="SCRIPT", help="rerun just these scripts")
+    ap.add_argument("--record", nargs="+", default=None, metavar="FILE",
+                    help="run nothing; record the provenance of these results/ files, just written by a benchmark "
+                         "run by hand (with --command, how it was run)")
+    ap.add_argument("--command", default="", help="with --record: the command that wrote the files")
     args = ap.parse_args()
     wanted = {"default", "heavy"} if args.heavy else {"default"}
-    chosen = [] if args.gather_only else [
+    chosen = [] if args.gather_only or args.record else [
         b for b in BENCHMARKS if (b.script in args.only if args.only else b.rerun in wanted)
         and b.rerun != "never" and not (args.skip_trained and b.needs_runs)]
     provenance = read_provenance()
-    for bench in chosen:
-        rows = pd.DataFrame(run(bench), columns=COLUMNS).astype(str)
+    batches = [lambda: record(args.record, args.command)] if args.record else [lambda b=b: run(b) for b in chosen]
+    for batch in batches:
+        rows = pd.DataFrame(batch(), columns=COLUMNS).astype(str)
         provenance = pd.concat([provenance[~provenance["file"].isin(rows["file"])], rows], ignore_index=True)
         io.write_csv(PROVENANCE, provenance.sort_values("file"))
     io.write_text(RESULTS / "summary.md", summary(provenance))

@@ -143,7 +143,7 @@ def _cmd_results(args) -> int:
 
     runs = getattr(args, "runs", None)
     if args.export:
-        dest = report.export_tables(args.config, args.dataset, runs=runs, sets=args.sets)
+        dest = report.export_tables(args.config, args.dataset, runs=runs, sets=args.sets, note=args.note)
         print(f"tables and provenance written to {dest}")
     if args.readme or args.check:
         text = report.README.read_text()
@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "committed tables (figures/tables/mini/fairgenmed, benchmarks/results)")
         p.add_argument("--check", action="store_true", help="exit 1 if a README results block differs from "
                        "what --readme would write")
+        p.add_argument("--note", default="", help="with --export: the run's conditions as you saw them (e.g. the "
+                       "load while it ran), kept in provenance.json and printed with the results")
         p.set_defaults(func=_cmd_results)
 
     p = sub.add_parser("reproduce", help="run notebooks 01-04 per dataset (and 05 across several) with papermill; "

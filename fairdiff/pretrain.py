@@ -231,6 +231,6 @@ def convergence_figure(frame: pd.DataFrame, tolerance: float = 0.1):
                     xytext=(4, -4), textcoords="offset points", va="top")
         ax.set_title(titles[phase], fontsize=10)
         ax.set_xlabel(f"{phase} step")
-    axes[0, 0].set_ylabel("FID against the real test images")
+    axes[0, 0].set_ylabel(f"FID, {frame['n_fake'].iloc[0]} generated vs\n{frame['n_real'].iloc[0]} real test images")
     fig.tight_layout()
     return fig

@@ -168,7 +168,7 @@ def _git(*args: str) -> str | None:
         out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    return out.stdout.rstrip("\n") if out.returncode == 0 else None  # porcelain lines start with a space
 
 
 def _cpu_model() -> str:
@@ -201,12 +201,13 @@ def _sha256(path: Path) -> str:
 
 
 def export_tables(profile: str = "mini", dataset: str | None = None, runs=None, sets=None, root: Path | None = None,
-                  dest: Path | None = None) -> Path:
+                  dest: Path | None = None, note: str = "") -> Path:
     """Copy the tables the README quotes from a finished reproduction into ``dest`` (default:
     ``figures/tables/<profile>/<dataset>/``, tracked by git) with ``provenance.json``: the
     profile, the overrides, the commit and its uncommitted changes, the date, the machine (CPU,
     cores, ``OMP_NUM_THREADS``, the load averages at export, right after the run) and each
-    file's sha256. Refuses a ``dest`` that holds files without our provenance."""
+    file's sha256; ``note``: what the exporter saw of the run's conditions (e.g. the load while it
+    ran), kept as given. Refuses a ``dest`` that holds files without our provenance."""
     cfg, root, layout, _ = _layout(profile, dataset, runs, sets, root)
     dest = Path(dest) if dest else COMMITTED / cfg["profile"] / cfg["dataset"]
     figures = root / "figures" / cfg["profile"] / cfg["dataset"]
@@ -230,7 +231,7 @@ def export_tables(profile: str = "mini", dataset: str | None = None, runs=None, 
               **code_state(),
               "run_finished_utc": _dt.datetime.fromtimestamp(finished, _dt.timezone.utc).isoformat(timespec="seconds"),
               "exported_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine_at_export": machine(),
+              "machine_at_export": machine(), "note": note,
               "sha256": {name: _sha256(dest / name) for name in names}}
     io.write_text(dest / PROVENANCE, json.dumps(record, indent=1) + "\n")
     return dest
@@ -374,7 +375,8 @@ def small_groups_block(folder: Path) -> str:
     small = rows[rows["small_group"] == True].drop_duplicates(["attribute", "group"])  # noqa: E712
     if small.empty:
         return "No test group is below the minimum group size."
-    listed = ", ".join(f"{g} ({int(n)} images)" for g, n in zip(small["group"], small["n_real"]))
+    listed = ", ".join(f"{g} ({a}, {int(n)} images)" for a, g, n in zip(small["attribute"], small["group"],
+                                                                          small["n_real"]))
     return f"Test groups below the minimum size, flagged `small_group` in `generation_metrics.csv`: {listed}."
 
 
@@ -388,8 +390,8 @@ def provenance_block(folder: Path, shown: str) -> str:
     load = " / ".join(f"{x:.1f}" for x in m["load_avg_1_5_15min"])
     return (f"Made by `make reproduce` (profile `{p['profile']}`, {p['dataset']}) at {code}, finished "
             f"{p['run_finished_utc'][:16].replace('T', ' ')} UTC, on {m['cores']} cores ({m['cpu']}), "
-            f"`OMP_NUM_THREADS` {threads}; load average {load} (1 / 5 / 15 min) at the export right after. "
-            f"Tables and `provenance.json` in `{shown}`.")
+            f"`OMP_NUM_THREADS` {threads}; load average {load} (1 / 5 / 15 min) at the export right after"
+            + (f"; {p['note']}" if p.get("note") else "") + f". Tables and `provenance.json` in `{shown}`.")
 
 
 def resources_block(folder: Path) -> str:
@@ -478,7 +480,8 @@ def performance_block(bench: Path, tables: Path) -> str:
          f"{fbp.loc['one BO event (as shipped: 1 thread)', 'median_ms']:.0f} ms; "
          f"{fbp.loc['weights+update, step without BO', 'median_ms']:.2f} ms", "", "bench_fbp.csv"),
         ("`make reproduce` (mini, FairGenMed, from no data; `make env` not included)",
-         f"**{minutes:.1f} min**", f"< 15 min: {met(minutes < 15)}", "figures/tables/mini/fairgenmed/resources.csv"),
+         f"**{minutes:.1f} min** (the machine's load while it ran: the provenance of the results above)",
+         f"< 15 min: {met(minutes < 15)}", "figures/tables/mini/fairgenmed/resources.csv"),
         ("per-group evaluation, 19 groups + overall, FID + MiFID + IS: features once and sliced vs the authors' "
          "re-extraction per group and metric",
          f"{once['wall_s']:.2f} vs {authors['wall_s']:.1f} s: **{eval_speed:.1f}x** "

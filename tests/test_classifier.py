@@ -145,7 +145,10 @@ def test_streamed_uint8_sources_train_the_same_model_as_a_float_tensor(tmp_path)
         model, hist = train_classifier(source, y, val, vy, n_classes=3, seed=0, **FAST)
         pd.testing.assert_frame_equal(hist, ref_hist)
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
-    np.testing.assert_array_equal(predict_proba(ref, ImageList(vu8), batch_size=7), predict_proba(ref, v_float))
+    # Predictions do not depend on the batch size, up to float32 rounding: on some CPUs oneDNN picks its
+    # convolution kernel by batch size (seen here: 1e-7 apart at batch 7 against one batch of 48).
+    np.testing.assert_allclose(predict_proba(ref, ImageList(vu8), batch_size=7), predict_proba(ref, v_float),
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_boot_mean_and_std_are_the_authors_mean_and_std_over_resamples(trained):

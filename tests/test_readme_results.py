@@ -152,7 +152,7 @@ def work(tmp_path):
 
 
 def test_export_copies_the_tables_with_their_provenance(work):
-    dest = report.export_tables("mini", "fairgenmed", root=work, dest=work / "committed")
+    dest = report.export_tables("mini", "fairgenmed", root=work, dest=work / "committed", note="load 3-9")
     names = sorted(p.name for p in dest.iterdir())
     assert names == sorted([f"{n}.csv" for n in (*report.EVALUATION_TABLES, *report.NOTEBOOK_TABLES)]
                            + ["resources.csv", "provenance.json"])
@@ -163,6 +163,7 @@ def test_export_copies_the_tables_with_their_provenance(work):
     assert (record["profile"], record["dataset"]) == ("mini", "fairgenmed")
     assert {"cpu", "cores", "omp_num_threads", "load_avg_1_5_15min"} <= set(record["machine_at_export"])
     assert len(record["machine_at_export"]["load_avg_1_5_15min"]) == 3
+    assert record["note"] == "load 3-9" and "; load 3-9. Tables" in report.provenance_block(dest, "x")
     assert report.edited_tables(dest) == []
     (dest / "fid_gap.csv").write_text((dest / "fid_gap.csv").read_text().replace("5.0", "4.0"))
     assert report.edited_tables(dest) == ["fid_gap.csv"]
@@ -196,7 +197,7 @@ def test_blocks_written_from_the_values(work):
     assert "the intervals do not overlap on race, gender, ethnicity" in fairbo
     assert "over ethnicity 20.0 against 32.0" in fairbo and "over race 6.0 against 5.0" in fairbo
     assert "glaucoma ES-AUC over race: 0.820 [0.720, 0.870] against 0.800 [0.700, 0.850] (intervals overlap)" in fairbo
-    assert report.small_groups_block(dest).endswith(": Asian (17 images).")
+    assert report.small_groups_block(dest).endswith(": Asian (race, 17 images).")
     resources = report.resources_block(dest)
     assert "| 02_fair_finetuning | 5.8 | 600 |" in resources and "**6.1 min**" in resources
 

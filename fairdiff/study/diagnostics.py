@@ -18,6 +18,7 @@ All of it is pure (no files); randomness comes from the ``seed`` arguments.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -358,3 +359,44 @@ def signal_figure(signal: dict | Mapping[str, dict]):
         right.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- a recorded trace
+def trace_report(trace: str | Path, out: str | Path, n_shuffles: int = 1000, seeds: Sequence[int] = (0, 1, 2)) -> Path:
+    """The diagnostics of a recorded fairbo trace (a metrics-like CSV with ``y`` and ``sigma[...]``,
+    ``window`` and ``seed`` columns, e.g. benchmarks/results/fbp_trace_mini.csv.gz) written as small
+    tables into ``out`` with ``provenance.json``: ``bo_signal.csv`` (one row: R^2 of y on sigma and its
+    shuffled null, per-window medians, SNR), ``bo_signal_windows.csv`` and ``recovery_curve.csv`` (the
+    BO-recovery simulation at noise levels spanning the trace's y sd). What the README quotes about a
+    run's BO signal comes from here: ``python -m fairdiff.study.diagnostics TRACE OUT``."""
+    import datetime as dt
+    import hashlib
+    import json
+
+    from fairdiff import io, report
+
+    trace, out = Path(trace), Path(out)
+    frame = pd.read_csv(trace)
+    window = int(frame["window"].iloc[0]) if "window" in frame else 30
+    signal = bo_signal(frame, window, n_shuffles=n_shuffles)
+    row = {k: v for k, v in signal.items() if np.isscalar(v)}
+    row["y_sd"] = float(frame["y"].std(ddof=1))
+    tables = {"bo_signal": pd.DataFrame([row]), "bo_signal_windows": signal["windows"],
+              "recovery_curve": recovery_curve(seeds=seeds, window=window, trace_y_sd=row["y_sd"])}
+    for name, table in tables.items():
+        io.write_csv(out / f"{name}.csv", table, float_format="%.6g")
+    record = {"made_by": f"python -m fairdiff.study.diagnostics {trace} {out}", "trace": str(trace),
+              "trace_sha256": hashlib.sha256(trace.read_bytes()).hexdigest(), **report.code_state(),
+              "exported_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine_at_export": report.machine(),
+              "sha256": {f"{n}.csv": hashlib.sha256((out / f"{n}.csv").read_bytes()).hexdigest() for n in tables}}
+    io.write_text(out / "provenance.json", json.dumps(record, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m fairdiff.study.diagnostics TRACE.csv[.gz] OUT_FOLDER")
+    print(trace_report(sys.argv[1], sys.argv[2]))

@@ -75,7 +75,8 @@ def prepare_base(cfg: dict, base_dir: str | Path, progress: bool = True, force: 
     schema = get_schema(cfg["dataset"])
     if stage_keys.pretraining(cfg):
         if pretrained is None or not (Path(pretrained) / "model_index.json").is_file():
-            raise ValueError(f"prepare_base: pretrain.steps > 0 needs the pretrained pipeline folder, got {pretrained!r}")
+            raise ValueError("prepare_base: pretrain.steps > 0 needs the pretrained pipeline folder "
+                             f"(stages.pretrained makes it), got {pretrained!r}")
         with io.atomic_dir(base_dir) as tmp:
             shutil.copytree(pretrained, tmp, dirs_exist_ok=True)
             summary = {"key": key, "source": str(base_dir), "pretrained": str(pretrained),

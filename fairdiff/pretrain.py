@@ -140,8 +140,9 @@ def summary(cfg: dict, run: Path) -> dict:
     metrics = pd.read_csv(run / "metrics.csv")
     tail = metrics[metrics["step"] > 0.9 * metrics["step"].max()]
     p = cfg["pretrain"]
-    return {"key": stage_keys.pretrain_stage(cfg).key, "steps": p["steps"], "pool": {"n": p["n"], "seed": p["seed"],
-            "synth": p["synth"]}, "loss_first": float(metrics["loss"].iloc[0]), "loss_last_tenth": float(tail["loss"].mean())}
+    return {"key": stage_keys.pretrain_stage(cfg).key, "steps": p["steps"],
+            "pool": {"n": p["n"], "seed": p["seed"], "synth": p["synth"]},
+            "loss_first": float(metrics["loss"].iloc[0]), "loss_last_tenth": float(tail["loss"].mean())}
 
 
 # ----------------------------------------------------------------------------- convergence figure

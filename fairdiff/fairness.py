@@ -168,6 +168,14 @@ def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(_seed(*key))
 
 
+def _finite_vector(value, n: int, name: str) -> Tensor:
+    """``value`` as a new float64 CPU vector of ``n`` finite numbers (the broadcast hooks' check)."""
+    value = torch.as_tensor(value).detach().to("cpu", torch.float64).reshape(-1)
+    if value.numel() != n or not torch.isfinite(value).all():
+        raise ValueError(f"{name}: expected {n} finite values, got {value.tolist()}")
+    return value.clone()
+
+
 def _clamp_mean_one(w: Tensor) -> Tensor:
     """max(w, 0) rescaled to mean 1; all-zero (or empty) batches become plain weights of 1."""
     w = w.clamp(min=0)
@@ -279,10 +287,7 @@ class FairBayesianPerturbation:
 
     @sigma.setter
     def sigma(self, value: Tensor) -> None:
-        value = torch.as_tensor(value).detach().to("cpu", torch.float64).reshape(-1)
-        if value.numel() != self.k or not torch.isfinite(value).all():
-            raise ValueError(f"sigma: expected {self.k} finite values, got {value.tolist()}")
-        self._sigma = value.clone()
+        self._sigma = _finite_vector(value, self.k, "sigma")
 
     @property
     def step(self) -> int:
@@ -444,10 +449,7 @@ class GroupDRO:
 
     @log_q.setter
     def log_q(self, value: Tensor) -> None:
-        value = torch.as_tensor(value).detach().to("cpu", torch.float64).reshape(-1)
-        if value.numel() != self.n or not torch.isfinite(value).all():
-            raise ValueError(f"log_q: expected {self.n} finite values, got {value.tolist()}")
-        self._log_q = value.clone()
+        self._log_q = _finite_vector(value, self.n, "log_q")
 
     @property
     def step(self) -> int:

@@ -31,6 +31,7 @@ COMMITTED = PROJECT_ROOT / "figures" / "tables"
 BENCH_RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 README = PROJECT_ROOT / "README.md"
 README_SET = ("mini", "fairgenmed")  # the reproduction the README reports
+STUDY_EXPORT = PROJECT_ROOT / "figures" / "study" / "study"  # the study the README reports (fairdiff study --export)
 # What the export copies: the evaluation stage's tables (the contract this module reads), two
 # tables of notebook 02 and the per-notebook resources of the reproduction.
 EVALUATION_TABLES = ("generation_metrics", "equity_scaled_generation", "fid_gap", "attribute_fidelity",
@@ -532,9 +533,10 @@ def performance_notes_block(bench: Path) -> str:
             f"the tiny CPU model's {train.loc['fairdiff', 'ms_per_step_mean']:.0f} ms step is not.")
 
 
-def readme_blocks(tables: Path | None = None, bench: Path | None = None) -> dict[str, str]:
+def readme_blocks(tables: Path | None = None, bench: Path | None = None, study: Path | None = None) -> dict[str, str]:
     """Every results block of the README, rendered from the committed tables."""
     from fairdiff.schema import get_schema
+    from fairdiff.study import readme as study_readme
 
     profile, dataset = README_SET
     tables = Path(tables) if tables else COMMITTED / profile / dataset
@@ -553,6 +555,7 @@ def readme_blocks(tables: Path | None = None, bench: Path | None = None) -> dict
         "performance": performance_block(bench, tables),
         "performance-notes": performance_notes_block(bench),
         "stage-keys": stage_keys_block(),
+        **study_readme.blocks(study or STUDY_EXPORT),
     }
 
 

@@ -399,6 +399,27 @@ def _merge_times(path: Path, new: pd.DataFrame, cached_below_s: float = 2.0) -> 
     return merged.reset_index()
 
 
+def log_invocation(folder: Path, started: float, seeds, arms, workers: int, results: dict) -> pd.DataFrame:
+    """Append this invocation to ``invocations.csv``: when it started and ended, its wall time, what it
+    was asked for and how many of its jobs did work (a job whose stages all took under 2 s found its
+    work cached). A study made in several invocations (a pilot, then the rest) adds up its rows."""
+    import datetime as dt
+
+    ended = time.time()
+    did_work = sum(1 for out in results.values() if any(t["seconds"] >= 2.0 for t in out.get("times", [])))
+    utc = dt.timezone.utc
+    row = {"started_utc": dt.datetime.fromtimestamp(started, utc).isoformat(timespec="seconds"),
+           "ended_utc": dt.datetime.fromtimestamp(ended, utc).isoformat(timespec="seconds"),
+           "wall_minutes": round((ended - started) / 60, 2), "workers": workers, "cores": os.cpu_count(),
+           "seeds": " ".join(str(s) for s in seeds), "arms": " ".join(a.name for a in arms),
+           "jobs": len(results), "jobs_that_worked": did_work, "load1_at_end": round(os.getloadavg()[0], 2)}
+    path = folder / "invocations.csv"
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    frame = pd.concat([old, pd.DataFrame([row])], ignore_index=True)
+    io.write_csv(path, frame)
+    return frame
+
+
 def _resolve(profile, dataset, sets, seeds, arm_names):
     from fairdiff import stages
 
@@ -448,7 +469,7 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
     plan = Plan(main, configs, None if root is None else str(root), tuple(arms),
                 progress=progress and workers == 1, recovery=recovery, convergence=reference_method)
     convergence = stage_keys.pretraining(cfg) and hasattr(stages, "convergence")
-    t_all = time.perf_counter()
+    t_all, started = time.perf_counter(), time.time()
     _shared(plan, seeds[0], progress)
     say(f"study {cfg['profile']}: {len(arms)} arms x {len(seeds)} seeds on {workers} worker(s): "
         + ", ".join(a.name for a in arms))
@@ -487,6 +508,7 @@ def run_study(profile: str = "study", dataset: str | None = None, sets=(), seeds
         results[Job("convergence", seeds[0])]["curve"] if convergence else pd.DataFrame(),
         _merge_times(folder / "run_times.csv", times), specs)
     write_results(result)
+    log_invocation(folder, started, seeds, arms, workers, results)
     for row in result.primary.itertuples():
         say(f"primary · {row.arm} vs {row.against} ({row.family}): "
             f"{tb.format_ci(row.pct, row.pct_lo, row.pct_hi, sign=True)} % of the baseline gap; verdict {row.verdict}")
@@ -626,7 +648,7 @@ def load_sweep(profile: str = "study", dataset: str | None = None, sets=(), root
 
 
 # ----------------------------------------------------------------------------- export
-EXPORTED = (*RESULT_FILES, "sweep_cells", "sweep_per_seed")
+EXPORTED = (*RESULT_FILES, "sweep_cells", "sweep_per_seed", "invocations")
 
 
 def export(profile: str = "study", dataset: str | None = None, sets=(), root: str | Path | None = None,

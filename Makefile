@@ -15,7 +15,7 @@ export PYTHONHASHSEED := 0
 # Created up front: IPython and the notebook kernels otherwise warn that they fall back to a temporary folder.
 CACHE_DIRS := $(MPLCONFIGDIR) $(TORCH_HOME) $(XDG_CACHE_HOME) $(HF_HOME) $(JUPYTER_DATA_DIR) $(IPYTHONDIR)
 
-.PHONY: env reproduce test test-fast notebooks bench clean-runs study study-sweep study-export
+.PHONY: env reproduce test test-fast notebooks bench clean-runs study study-sweep study-export study-figures
 
 env: $(VENV)/.installed | $(CACHE_DIRS)
 
@@ -53,6 +53,11 @@ study-sweep: env
 
 study-export: env
 	$(BIN)/fairdiff study --profile $(STUDY) --export
+
+## Every figure of notebook 06 but the samples, redrawn from the committed tables alone (no run needed), into
+## reports/$(STUDY)/study-redraw/ and figures/study/$(STUDY)/fairgenmed/.
+study-figures: env
+	$(BIN)/fairdiff study --profile $(STUDY) --redraw
 
 ## Every test: unit tests, the multi-process run, and the notebooks under nbval (smoke profile).
 test: env

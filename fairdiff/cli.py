@@ -175,6 +175,13 @@ def _cmd_notebooks(args) -> int:
 def _cmd_study(args) -> int:
     from fairdiff import study
 
+    if args.redraw is not None:
+        from fairdiff import stages
+
+        tables = args.redraw or str(study.EXPORTS / stages.context(args.profile, args.dataset, sets=args.sets).cfg["profile"])
+        out = study.run_notebook(args.profile, args.dataset, args.sets, tables=tables)
+        print(f"notebook 06 redrew the study's figures from {tables}: {out}")
+        return 0
     if args.table or args.export is not None:
         if args.table:
             print(study.plain_tables(study.load_results(args.profile, args.dataset, args.sets)), end="")
@@ -283,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only copy the study's result tables to DIR/<profile>/ (default: the project's "
                         "figures/study/, tracked by git) with provenance.json")
     p.add_argument("--no-notebook", action="store_true", help="do not execute notebook 06 afterwards")
+    p.add_argument("--redraw", nargs="?", const="", default=None, metavar="DIR",
+                   help="only execute notebook 06 on the result tables in DIR (default: the committed "
+                        "figures/study/<profile>/), training and sampling nothing: every figure but the samples")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("notebooks", help="re-execute notebooks/*.ipynb (smoke profile) from their .py sources")

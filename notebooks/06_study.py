@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -48,6 +50,8 @@ workers = None  # None: study.workers; the results do not depend on it
 sweep = True  # run (or reuse) the fairbo W x r sweep; `make study` passes False, `make study-sweep` True
 run = True  # False: only redraw from the tables in `tables` (no training, no samples)
 tables = None  # a folder of result tables (e.g. "../figures/study/study"); None: the study's results folder
+figure_root = None  # the figures go to <figure_root>/<name>/<dataset>/, name: the profile's or the tables
+                    # folder's; None: figures/study/
 
 # %%
 from pathlib import Path
@@ -64,7 +68,7 @@ if run:
 else:
     result = study.load_results(profile, dataset, sets, folder=tables)
 cfg, planted = result.cfg, result.planted
-figs = FigureWriter(cfg["profile"], cfg["dataset"], root=study.FIGURES)
+figs = FigureWriter(Path(tables).name if tables else cfg["profile"], cfg["dataset"], root=figure_root or study.FIGURES)
 run_seeds = sorted(int(s) for s in result.per_seed["seed"].unique())
 run_arms = list(result.arms["arm"])
 print(f"profile {cfg['profile']}: {len(run_arms)} arms x {len(run_seeds)} seeds; planted group "

@@ -88,3 +88,24 @@ def test_invocations_are_appended_and_count_the_jobs_that_worked(tmp_path):
     assert list(frame["workers"]) == [2, 1] and frame["seeds"].iloc[0] == "0 1"
     assert frame["arms"].iloc[0] == "baseline fairbo"
     assert (tmp_path / "invocations.csv").is_file()
+
+
+@pytest.mark.slow
+def test_notebook_06_redraws_every_figure_from_committed_tables_alone(tmp_path, monkeypatch):
+    """`fairdiff study --redraw`: notebook 06 on an export (the committed pilot), with no run folder,
+    draws every figure but the samples, each from the exported numbers (the forest plot's CSV holds
+    primary.csv's rows)."""
+    from fairdiff.study import runner
+
+    tables = runner.EXPORTS / "study-pilot"
+    monkeypatch.setattr(runner, "WORK_ROOT", tmp_path)  # the executed notebook goes to tmp_path/reports
+    out = runner.run_notebook("study", tables=tables, figures=tmp_path / "figures")
+    assert (out / "06_study.ipynb").is_file() and (out / "06_study.html").is_file()
+    assert out == tmp_path / "reports" / "study" / "study-redraw"
+    figures = tmp_path / "figures" / "study-pilot" / "fairgenmed"
+    for name in ("06_primary_forest", "06_dose_response", "06_sigma_trajectories", "06_bo_recovery", "06_convergence"):
+        assert (figures / f"{name}.png").is_file(), name
+    drawn = pd.read_csv(figures / "06_primary_forest.csv")
+    exported = pd.read_csv(tables / "primary.csv")
+    pd.testing.assert_frame_equal(drawn[list(exported.columns)], exported, check_dtype=False)
+    assert not list(figures.glob("*samples*")) and not list(figures.glob("*groups_real*"))  # no run, no samples

@@ -704,9 +704,13 @@ def planted_gap_check(result: StudyResult) -> list[str]:
 
 
 def run_notebook(profile: str = "study", dataset: str | None = None, sets=(), sweep: bool = False,
-                 root: str | Path | None = None, seeds=None, arms=None, workers: int | None = None) -> Path:
+                 root: str | Path | None = None, seeds=None, arms=None, workers: int | None = None,
+                 tables: str | Path | None = None, figures: str | Path | None = None) -> Path:
     """Execute notebook 06 with papermill into ``reports/<profile>/study/`` (with its HTML); it is
-    re-executed when its source, parameters, the package or the study's result files change."""
+    re-executed when its source, parameters, the package or the study's result files change.
+    With ``tables`` (e.g. the committed ``figures/study/<profile>/``) it runs nothing and redraws
+    every figure from those tables into ``reports/<profile>/study-redraw/``, the figures to
+    ``<figures>/<tables folder name>/<dataset>/`` (default ``figures/study/``)."""
     import hashlib
 
     from fairdiff import stages
@@ -714,12 +718,18 @@ def run_notebook(profile: str = "study", dataset: str | None = None, sets=(), sw
     from fairdiff.stage_keys import digest
 
     cfg = stages.context(profile, dataset, sets=list(sets)).cfg
-    folder = study_root(cfg, root) / "results"
+    folder = Path(tables).resolve() if tables is not None else study_root(cfg, root) / "results"
+    if not folder.is_dir():
+        raise DataError(folder, None, "the study's result tables: fairdiff study --export writes them", "missing")
     upstream = digest(*[(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sorted(folder.glob("*.csv"))])
-    out = WORK_ROOT / "reports" / cfg["profile"] / "study"
+    out = WORK_ROOT / "reports" / cfg["profile"] / ("study" if tables is None else "study-redraw")
     params = {"profile": profile, "dataset": dataset, "sets": list(sets), "sweep": sweep,
               "seeds": None if seeds is None else list(seeds), "arms": None if arms is None else list(arms),
               "workers": workers}
+    if tables is not None:
+        params.update(run=False, tables=str(folder))
+    if figures is not None:
+        params["figure_root"] = str(Path(figures).resolve())
     _, ran = execute_notebook("06_study", params, out, upstream)
     say(f"notebook 06_study: {'executed' if ran else 'unchanged, not re-executed'}: {shown(out / '06_study.html')}")
     return out

@@ -393,6 +393,11 @@ def test_export_copies_the_tables_with_their_provenance(tmp_path, monkeypatch):
     for name in study.RESULT_FILES:
         assert (out / f"{name}.csv").read_bytes() == (tmp_path / "runs" / "study-smoke" / "results" /
                                                       f"{name}.csv").read_bytes()
+    figures = tmp_path / "fresh" / "study-smoke" / "fairgenmed"  # notebook 06 drew its figures there first
+    figures.mkdir(parents=True)
+    (figures / "06_primary_forest.png").write_bytes(b"png")
+    assert study.export("study-smoke", sets=sets, root=tmp_path / "runs", dest=tmp_path / "fresh").is_dir()
+    assert (figures / "06_primary_forest.png").read_bytes() == b"png"
     stranger = tmp_path / "other" / "study-smoke"
     stranger.mkdir(parents=True)
     (stranger / "notes.txt").write_text("mine")

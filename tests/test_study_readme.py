@@ -34,7 +34,7 @@ def export(tmp_path):
          "final_hi": v + 0.1, "band_mean": 0.5, "band_lo": 0.4, "band_hi": 0.6, "share_outside_band": share}
         for g, v, share in (("race=Black", 0.7, 0.25), ("race=White", 0.45, 0.05), ("gender=Male", 0.5, 0.0))])
     _write(tmp_path, "bo_pooled", [{"arm": "fairbo", "n_runs": 3, "r2": 0.02, "null_mean": 0.01, "null_q95": 0.03,
-                                    "share_p_below_0.05": 1 / 3, "snr": 0.25, "snr_noise": 0.2,
+                                    "share_p_below_0.05": 1 / 3, "snr": 0.25, "snr_noise": 0.2, "missing_planted": 0.25,
                                     "matched_noise_rel": 3.0}])
     _write(tmp_path, "bo_recovery", [{"noise_rel": n, "arm": a, "seed": 0, "final_distance": d}
                                      for n, a, d in ((0.0, "bo", 0.1), (0.0, "drift", 1.3), (1.0, "bo", 1.2),
@@ -64,6 +64,7 @@ def test_blocks_give_the_tables_numbers(export):
     assert "ends at 0.50 [0.40, 0.60]" in sigma and "5-25 %" in sigma
     bo = b["study-bo"]
     assert "R^2 = 0.020 of y, against 0.010" in bo and "in 33 % of runs" in bo and "noise of 3 times" in bo
+    assert "absent from 25 % of the batches" in bo
     assert "0x: 0.10 vs 1.30, 1x: 1.20 vs 1.30" in bo
 
 
@@ -109,3 +110,25 @@ def test_notebook_06_redraws_every_figure_from_committed_tables_alone(tmp_path, 
     exported = pd.read_csv(tables / "primary.csv")
     pd.testing.assert_frame_equal(drawn[list(exported.columns)], exported, check_dtype=False)
     assert not list(figures.glob("*samples*")) and not list(figures.glob("*groups_real*"))  # no run, no samples
+
+
+@pytest.mark.parametrize("name", ["study", "study-pilot"])
+def test_committed_study_exports_are_unedited_and_complete(name):
+    """The tables the README's study blocks quote are the export's own files (checksums in their
+    provenance.json), with every table the study writes, and stay small."""
+    from fairdiff import report
+    from fairdiff.study.runner import EXPORTS, RESULT_FILES
+
+    folder = EXPORTS / name
+    assert report.edited_tables(folder) == []
+    assert {f"{n}.csv" for n in RESULT_FILES} <= set(report.read_provenance(folder)["sha256"])
+    assert sum(p.stat().st_size for p in folder.glob("*.csv")) < 500_000
+
+
+def test_readme_study_blocks_come_from_the_committed_study():
+    from fairdiff import report
+
+    assert report.STUDY_EXPORT == report.PROJECT_ROOT / "figures" / "study" / "study"
+    assert readme.exported(report.STUDY_EXPORT)
+    for name, text in readme.blocks(report.STUDY_EXPORT).items():
+        assert f"<!-- results:{name} -->\n{text}\n<!-- /results:{name} -->" in report.README.read_text()

@@ -156,7 +156,8 @@ def bo_block(folder: Path) -> str:
             f"- `{r['arm']}` ({int(r['n_runs'])} runs): sigma explains R^2 = {r['r2']:.3f} of y, against "
             f"{r['null_mean']:.3f} with sigma shuffled (95th percentile {r['null_q95']:.3f}); the permutation p is "
             f"below 0.05 in {100 * r['share_p_below_0.05']:.0f} % of runs. Window means of y spread {r['snr']:.2f} "
-            f"times as much as y within a window (pure noise: {r['snr_noise']:.2f})."
+            f"times as much as y within a window (pure noise: {r['snr_noise']:.2f}); the planted group is absent "
+            f"from {100 * r['missing_planted']:.0f} % of the batches."
             + (f" On the simulated curve this R^2 sits at a noise of {matched:.2g} times the objective's range."
                if pd.notna(matched) else ""))
     if len(curve):

@@ -667,7 +667,8 @@ def export(profile: str = "study", dataset: str | None = None, sets=(), root: st
     folder = results_folder(profile, dataset, sets, root)
     result = load_results(profile, dataset, sets, root)
     out = Path(dest or EXPORTS) / result.cfg["profile"]
-    if out.exists() and any(out.iterdir()) and not (out / "provenance.json").is_file():
+    # notebook 06's figure folders (<dataset>/) live in the same folder; only files count as someone's
+    if out.exists() and any(p.is_file() for p in out.iterdir()) and not (out / "provenance.json").is_file():
         raise FileExistsError(f"{out}: holds files without provenance.json; not written into")
     names = [n for n in EXPORTED if (folder / f"{n}.csv").is_file()]
     for name in names:

@@ -70,6 +70,9 @@ BENCHMARKS = [
     Benchmark("bench_tracking.py", [], ["bench_tracking.csv"], "2"),
     Benchmark("bench_memory.py", [], ["bench_memory.csv"], "1", rerun="heavy",
               why_not="heavy (5,000-subject data, about 7 min): only with --heavy"),
+    Benchmark("bench_study_workers.py", [], ["bench_study_workers.csv"], "1 per worker", rerun="heavy",
+              why_not="heavy (two small studies from scratch, about 10 min; it reuses the study's pretrained base "
+                      "from make study, else trains one, about 14 min): only with --heavy"),
     Benchmark("bench_generation_metrics.py", [], ["bench_generation_metrics.csv"], "1", rerun="never",
               why_not="its 'before' row times the package at commit e07540f (git archive on PYTHONPATH); "
                       "rerun by hand with --label"),

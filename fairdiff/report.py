@@ -555,7 +555,7 @@ def readme_blocks(tables: Path | None = None, bench: Path | None = None, study: 
         "performance": performance_block(bench, tables),
         "performance-notes": performance_notes_block(bench),
         "stage-keys": stage_keys_block(),
-        **study_readme.blocks(study or STUDY_EXPORT),
+        **study_readme.blocks(study or STUDY_EXPORT, bench),
     }
 
 

@@ -68,6 +68,18 @@ def test_blocks_give_the_tables_numbers(export):
     assert "0x: 0.10 vs 1.30, 1x: 1.20 vs 1.30" in bo
 
 
+def test_the_speedup_sentence_reads_the_worker_benchmark(export, tmp_path_factory):
+    bench = tmp_path_factory.mktemp("bench")
+    _write(bench, "bench_study_workers", [
+        {"workers": 1, "seeds": 2, "arms": "baseline fairbo", "wall_s": 480.0, "speedup": 1.0, "same_primary_table": True},
+        {"workers": 2, "seeds": 2, "arms": "baseline fairbo", "wall_s": 240.0, "speedup": 2.0, "same_primary_table": True}])
+    run = readme.blocks(export, bench)["study-run"]
+    assert run.startswith(readme.blocks(export)["study-run"])
+    assert ("Against 1 worker, 2 workers ran the same small study (2 seeds x baseline, fairbo, from nothing) "
+            "2.00x as fast (8.0 -> 4.0 min), with identical primary tables") in run
+    assert readme.speedup_sentence(tmp_path_factory.mktemp("empty")) == ""
+
+
 def test_without_an_export_every_block_says_so(tmp_path):
     b = readme.blocks(tmp_path)
     assert set(b) == {"study-run", "study-primary", "study-noninferiority", "study-sigma", "study-bo"}
@@ -130,5 +142,5 @@ def test_readme_study_blocks_come_from_the_committed_study():
 
     assert report.STUDY_EXPORT == report.PROJECT_ROOT / "figures" / "study" / "study"
     assert readme.exported(report.STUDY_EXPORT)
-    for name, text in readme.blocks(report.STUDY_EXPORT).items():
+    for name, text in readme.blocks(report.STUDY_EXPORT, report.BENCH_RESULTS).items():
         assert f"<!-- results:{name} -->\n{text}\n<!-- /results:{name} -->" in report.README.read_text()

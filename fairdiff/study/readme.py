@@ -168,11 +168,28 @@ def bo_block(folder: Path) -> str:
     return "\n".join(lines) + "\n\n(`bo_pooled.csv`, `bo_recovery.csv`)"
 
 
-def blocks(folder: Path) -> dict[str, str]:
-    """Every study block of the README, from the export in ``folder``."""
+def speedup_sentence(bench: Path) -> str:
+    """The parallel runner's measured speed-up (benchmarks/bench_study_workers.py), when measured."""
+    path = Path(bench) / "bench_study_workers.csv"
+    if not path.is_file():
+        return ""
+    b = pd.read_csv(path)
+    one, rest = b.iloc[0], b.iloc[1:]
+    same = "identical" if b["same_primary_table"].all() else "DIFFERENT"
+    return " ".join(
+        f"Against {int(one['workers'])} worker, {int(r.workers)} workers ran the same small study "
+        f"({int(r.seeds)} seeds x {r.arms.replace(' ', ', ')}, from nothing) {r.speedup:.2f}x as fast "
+        f"({one['wall_s'] / 60:.1f} -> {r.wall_s / 60:.1f} min), with {same} primary tables "
+        f"(`benchmarks/results/bench_study_workers.csv`)." for r in rest.itertuples())
+
+
+def blocks(folder: Path, bench: Path | None = None) -> dict[str, str]:
+    """Every study block of the README, from the export in ``folder`` (and the worker benchmark
+    in ``bench``, when given)."""
     names = ("study-run", "study-primary", "study-noninferiority", "study-sigma", "study-bo")
     folder = Path(folder)
     if not exported(folder):
         return {n: NOT_RUN for n in names}
-    return dict(zip(names, (run_block(folder), primary_block(folder), noninferiority_block(folder),
-                            sigma_block(folder), bo_block(folder))))
+    speedup = speedup_sentence(bench) if bench is not None else ""
+    return dict(zip(names, (run_block(folder) + (" " + speedup if speedup else ""), primary_block(folder),
+                            noninferiority_block(folder), sigma_block(folder), bo_block(folder))))

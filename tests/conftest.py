@@ -1,7 +1,10 @@
 """Shared fixtures: one small synthetic FairGenMed and one prepared base pipeline per test session."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,21 @@ def prepared_base(synthetic_fairgenmed, tmp_path_factory) -> tuple[dict, Path]:
     base = tmp_path_factory.mktemp("runs") / "base"
     prepare_base(cfg, base, progress=False)
     return cfg, base
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# Two processes on the CPU through accelerate's launcher, as a multi-GPU run is launched.
+LAUNCH_TWO = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def train_on_two_processes(cfg: dict, base: Path, tmp_path: Path, *method: str) -> dict[int, list[dict]]:
+    """tests/mp_train.py on two processes (run folder ``tmp_path/run``); each rank's per-step log."""
+    cfg_path, log_dir = tmp_path / "cfg.json", tmp_path / "logs"
+    cfg_path.write_text(json.dumps(cfg))
+    cmd = [*LAUNCH_TWO, str(ROOT / "tests" / "mp_train.py"), str(cfg_path), str(base), str(tmp_path / "run"),
+           str(log_dir), *method]
+    proc = subprocess.run(cmd, env=LAUNCH_ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {r: [json.loads(line) for line in (log_dir / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)}

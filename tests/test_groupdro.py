@@ -5,20 +5,15 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tiny_config, train_on_two_processes
 from fairdiff.fairness import GroupDRO
 
-ROOT = Path(__file__).resolve().parent.parent
 N_GROUPS = [3, 2]  # attribute 0 (3 groups) is the one group DRO covers unless a test says otherwise
 
 
@@ -261,16 +256,7 @@ def test_two_processes_share_one_q(prepared_base, tmp_path):
     cfg, base = prepared_base
     cfg = json.loads(json.dumps(cfg))
     cfg["groupdro"]["eta"] = 5.0
-    cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(json.dumps(cfg))
-    log_dir = tmp_path / "logs"
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(ROOT / "tests" / "mp_train.py"), str(cfg_path), str(base), str(tmp_path / "run"), str(log_dir), "groupdro"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    logs = {r: [json.loads(line) for line in (log_dir / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)}
+    logs = train_on_two_processes(cfg, base, tmp_path, "groupdro")
     assert len(logs[0]) == len(logs[1]) == cfg["train"]["steps"]
     for a, b in zip(logs[0], logs[1]):
         assert a["gathered_batch"] == 2 * a["local_batch"]

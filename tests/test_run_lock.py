@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import LAUNCH_ENV as ENV, LAUNCH_TWO, ROOT
 from fairdiff import locks, stages
 from fairdiff.errors import FolderInUse
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def _hold_in_child(folder: Path, signals: Path) -> subprocess.Popen:
@@ -128,9 +126,7 @@ def test_a_run_in_training_refuses_a_second_train_and_sampling_and_a_killed_hold
 @pytest.mark.multiprocess
 def test_the_ranks_of_one_accelerate_run_share_one_lock(synthetic_fairgenmed, tmp_path):
     profile, runs = _profile(tmp_path, synthetic_fairgenmed), tmp_path / "runs"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fairdiff",
-           "train", "--config", str(profile), "--method", "fairbo", "--runs", str(runs)]
+    cmd = [*LAUNCH_TWO, "-m", "fairdiff", "train", "--config", str(profile), "--method", "fairbo", "--runs", str(runs)]
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = stages.context(profile, runs=runs).layout.method("fairbo")

@@ -2,10 +2,6 @@
 processes under accelerate really share one sigma and one gathered batch."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tiny_config, train_on_two_processes
 from fairdiff.errors import RunConflict
 from fairdiff.runs import METHODS
 from fairdiff.train import BatchOrder, latest_checkpoint, train
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _unet_state(run: Path) -> dict:
@@ -178,16 +173,7 @@ def test_resume_into_a_run_of_another_method_is_refused_and_names_it(prepared_ba
 @pytest.mark.multiprocess
 def test_two_processes_share_sigma_and_gather_both_batches(prepared_base, tmp_path):
     cfg, base = prepared_base
-    cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(json.dumps(cfg))
-    log_dir = tmp_path / "logs"
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(ROOT / "tests" / "mp_train.py"), str(cfg_path), str(base), str(tmp_path / "run"), str(log_dir)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    logs = {r: [json.loads(line) for line in (log_dir / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)}
+    logs = train_on_two_processes(cfg, base, tmp_path)
     assert len(logs[0]) == len(logs[1]) == cfg["train"]["steps"]
     for a, b in zip(logs[0], logs[1]):
         assert a["world"] == b["world"] == 2

@@ -41,6 +41,12 @@ RESOURCES = "resources"
 PROVENANCE = "provenance.json"
 
 
+def project_path(path: Path) -> str:
+    """A path as the README names it: relative to the project when inside it."""
+    path = Path(path).resolve()
+    return (path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path).as_posix()
+
+
 def _with_interval(value: float, lo: float, hi: float, digits: int) -> str:
     if pd.isna(lo) or pd.isna(hi):
         return f"{value:.{digits}f}"
@@ -542,7 +548,7 @@ def readme_blocks(tables: Path | None = None, bench: Path | None = None, study: 
     tables = Path(tables) if tables else COMMITTED / profile / dataset
     bench = Path(bench) if bench else BENCH_RESULTS
     attributes = list(get_schema(dataset).attribute_names)
-    shown = tables.relative_to(PROJECT_ROOT).as_posix() if tables.is_relative_to(PROJECT_ROOT) else str(tables)
+    shown = project_path(tables)
     return {
         "reproduction-provenance": provenance_block(tables, shown),
         "reproduction-resources": resources_block(tables),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairdiff.report import markdown_table, project_path
 from fairdiff.study.tables import format_ci
 
 NOT_RUN = ("The study has not been exported yet: `make study` then `make study-export` write the tables this "
@@ -59,19 +60,12 @@ def run_block(folder: Path) -> str:
                      + "; ".join(f"{r.arms.count(' ') + 1} arms x {len(str(r.seeds).split())} seeds"
                                  for r in worked.itertuples()) + f") on {int(worked['workers'].max())} worker "
                      f"processes of one thread, {int(worked['cores'].max())} cores")
-    load = prov.get("runs", {}).get("load1_while_running")
+    load = prov["runs"].get("load1_while_running")
     m = prov["machine_at_export"]
     lines.append(f"{prov['runs']['work_minutes']:.0f} worker-minutes of measured stage work"
                  + (f"; 1-min load while running {load}" if load else ""))
     return (f"Made by `{prov['made_by']}` at commit `{(prov.get('commit') or 'unknown')[:7]}` on {m['cpu']}: "
-            + "; ".join(lines) + f". Tables and `provenance.json` in `{_shown(folder)}`.")
-
-
-def _shown(folder: Path) -> str:
-    from fairdiff.report import PROJECT_ROOT
-
-    folder = folder.resolve()
-    return (folder.relative_to(PROJECT_ROOT) if folder.is_relative_to(PROJECT_ROOT) else folder).as_posix()
+            + "; ".join(lines) + f". Tables and `provenance.json` in `{project_path(folder)}`.")
 
 
 def gap_sentence(folder: Path) -> str:
@@ -100,8 +94,6 @@ def primary_block(folder: Path) -> str:
         "verdict": primary["verdict"],
         "MDE, %": [f"{v:.0f}" if pd.notna(v) else "-" for v in primary["mde_pct"]],
     })
-    from fairdiff.report import markdown_table
-
     return gap_sentence(folder) + "\n\n" + markdown_table(table) + "\n\n" + (
         "Negative: the arm narrows the gap. Verdicts as pre-registered: *narrower* / *wider* when the 95 % "
         "interval excludes 0, *equivalent* when TOST p < 0.05 (the 90 % interval inside +-20 %), else "
@@ -111,8 +103,6 @@ def primary_block(folder: Path) -> str:
 
 def noninferiority_block(folder: Path) -> str:
     ni = _read(folder, "noninferiority")
-    from fairdiff.report import markdown_table
-
     table = pd.DataFrame({
         "arm": [f"`{a}`" for a in ni["arm"]],
         "overall FID change, % of the baseline's (95 % CI)": [_pct(*v) for v in zip(ni["pct"], ni["pct_lo"],

@@ -382,7 +382,10 @@ def _recovery_is_current(folder: Path, settings: dict) -> bool:
         stage_keys.is_current(folder / "bo_recovery.csv", stage_keys.Stage("bo_recovery", settings))
 
 
-def _merge_times(path: Path, new: pd.DataFrame, cached_below_s: float = 2.0) -> pd.DataFrame:
+CACHED_BELOW_S = 2.0  # a stage this quick found its work cached
+
+
+def _merge_times(path: Path, new: pd.DataFrame, cached_below_s: float = CACHED_BELOW_S) -> pd.DataFrame:
     """Keep the measured time of work that this invocation found cached (a rerun would otherwise
     overwrite a real time with a cache hit's)."""
     if not path.is_file() or new.empty:
@@ -401,12 +404,13 @@ def _merge_times(path: Path, new: pd.DataFrame, cached_below_s: float = 2.0) -> 
 
 def log_invocation(folder: Path, started: float, seeds, arms, workers: int, results: dict) -> pd.DataFrame:
     """Append this invocation to ``invocations.csv``: when it started and ended, its wall time, what it
-    was asked for and how many of its jobs did work (a job whose stages all took under 2 s found its
-    work cached). A study made in several invocations (a pilot, then the rest) adds up its rows."""
+    was asked for and how many of its jobs did work (a job whose stages all took under
+    ``CACHED_BELOW_S`` found its work cached). A study made in several invocations (a pilot, then the rest) adds up its rows."""
     import datetime as dt
 
     ended = time.time()
-    did_work = sum(1 for out in results.values() if any(t["seconds"] >= 2.0 for t in out.get("times", [])))
+    did_work = sum(1 for out in results.values()
+                   if any(t["seconds"] >= CACHED_BELOW_S for t in out.get("times", [])))
     utc = dt.timezone.utc
     row = {"started_utc": dt.datetime.fromtimestamp(started, utc).isoformat(timespec="seconds"),
            "ended_utc": dt.datetime.fromtimestamp(ended, utc).isoformat(timespec="seconds"),
